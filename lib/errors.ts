@@ -1,0 +1,74 @@
+/**
+ * Every error the gateway produces, as data. Responses are RFC 9457 problem documents sent by the
+ * plugin itself, so the host application's error handler is never involved; boot-time errors are
+ * thrown as `@fastify/error` instances. `docs/errors.md` lists every code (a test keeps them in step).
+ */
+import createError from '@fastify/error'
+import type { FastifyReply } from 'fastify'
+
+/** Status and title of every problem the gateway answers with. */
+export const GATEWAY_ERRORS = {
+  GATEWAY_ERR_BAD_REQUEST: { status: 400, title: 'Bad request' },
+  GATEWAY_ERR_BAD_REQUEST_TARGET: { status: 400, title: 'Bad request target' },
+  GATEWAY_ERR_METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
+  GATEWAY_ERR_BODY_TOO_LARGE: { status: 413, title: 'Request body too large' },
+  GATEWAY_ERR_INTERNAL: { status: 500, title: 'Internal gateway error' },
+  GATEWAY_ERR_UPSTREAM_UNAVAILABLE: { status: 502, title: 'Upstream unavailable' },
+  GATEWAY_ERR_UPSTREAM_TIMEOUT: { status: 504, title: 'Upstream timeout' }
+} as const satisfies Record<string, { status: number, title: string }>
+
+/** A code the gateway can answer a request with. */
+export type GatewayErrorCode = keyof typeof GATEWAY_ERRORS
+
+/** The body of every response the gateway itself produces (`application/problem+json`). */
+export interface GatewayProblem {
+  type: string
+  title: string
+  status: number
+  code: GatewayErrorCode
+  requestId: string
+  detail?: string
+}
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8'
+
+/**
+ * Build the problem document for `code`. `detail` must never carry an upstream address, a stack, a
+ * token or a library message: callers pass fixed strings only.
+ */
+export function problemBody (code: GatewayErrorCode, requestId: string, detail?: string): string {
+  const { status, title } = GATEWAY_ERRORS[code]
+  const problem: GatewayProblem = { type: `urn:fastify-gateway:error:${code}`, title, status, code, requestId }
+  if (detail !== undefined) problem.detail = detail
+  return JSON.stringify(problem)
+}
+
+/**
+ * Answer the request with the problem for `code`.
+ *
+ * @example
+ * ```ts
+ * app.addHook('onRequest', async (request, reply) => {
+ *   if (!request.headers['x-tenant']) return sendProblem(reply, 'GATEWAY_ERR_BAD_REQUEST', { detail: 'x-tenant is required' })
+ * })
+ * ```
+ */
+export function sendProblem<Reply extends FastifyReply<any, any, any, any, any, any, any, any>> (
+  reply: Reply,
+  code: GatewayErrorCode,
+  options?: { detail?: string, headers?: Record<string, string | number> }
+): Reply {
+  reply.code(GATEWAY_ERRORS[code].status)
+  reply.header('content-type', PROBLEM_CONTENT_TYPE)
+  if (options?.headers !== undefined) reply.headers(options.headers)
+  reply.send(problemBody(code, reply.request.id, options?.detail))
+  return reply
+}
+
+/** Thrown at registration when an option is invalid; the message names the option path. */
+export const InvalidOptionError = createError<[string, string]>(
+  'GATEWAY_ERR_INVALID_OPTION', 'Invalid gateway option "%s": %s', 500, TypeError)
+
+/** Raised inside the proxy when a streamed request body grows past the service's limit. */
+export const BodyTooLargeError = createError<[number]>(
+  'GATEWAY_ERR_BODY_TOO_LARGE', 'Request body exceeds %d bytes', 413)

@@ -1,0 +1,15 @@
+/** fastify-gateway: composable Fastify v5 plugins to build a secure-by-default API gateway in code. */
+import { gateway } from './gateway.js'
+
+export { gateway, type GatewayOptions } from './gateway.js'
+export { gatewayServerOptions, type GatewayServerOptions } from './server-options.js'
+export { correlationId, requestIdGenerator, isValidTraceparent, type CorrelationIdOptions } from './plugins/correlation-id.js'
+export { requestGuard, type RequestGuardOptions } from './plugins/request-guard.js'
+export { proxy, type ProxyOptions } from './plugins/proxy.js'
+export {
+  GATEWAY_ERRORS, sendProblem, problemBody, InvalidOptionError, PROBLEM_CONTENT_TYPE,
+  type GatewayErrorCode, type GatewayProblem
+} from './errors.js'
+export type { Duration, GatewayServiceOptions, GatewayTimeouts, GatewayRoutePolicy } from './types.js'
+
+export default gateway

@@ -1,0 +1,49 @@
+/** Header rules shared by the request guard and the proxy (RFC 9110 § 7.6.1). */
+import type { IncomingHttpHeaders } from 'node:http'
+
+/** Connection-specific headers: meaningful for one hop only, never forwarded in either direction. */
+export const HOP_BY_HOP_HEADERS: readonly string[] = [
+  'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection',
+  'te', 'trailer', 'transfer-encoding', 'upgrade'
+]
+
+/** Forwarding headers a client could forge; the proxy replaces them with what the gateway saw. */
+export const FORWARDING_HEADERS: readonly string[] = [
+  'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port',
+  'x-forwarded-prefix', 'x-real-ip'
+]
+
+/** Headers only the gateway may set; every client-sent copy is removed on arrival. */
+export const DEFAULT_IDENTITY_HEADERS: readonly string[] = ['x-consumer-id', 'x-consumer-scopes']
+
+// The parser has already framed the message with these; dropping them from the header object would
+// only make later readers disagree with the bytes on the wire.
+const FRAMING_HEADERS: ReadonlySet<string> = new Set(['host', 'content-length', 'transfer-encoding'])
+
+/** Lower-cased header names listed in a `Connection` header value (RFC 9110 § 7.6.1). */
+export function connectionTokens (value: string | string[] | undefined): string[] {
+  if (value === undefined) return []
+  const joined = Array.isArray(value) ? value.join(',') : value
+  const tokens: string[] = []
+  for (const part of joined.split(',')) {
+    const token = part.trim().toLowerCase()
+    if (token !== '') tokens.push(token)
+  }
+  return tokens
+}
+
+/**
+ * Remove every header named in `Connection` (except the options `close`/`keep-alive`) and reduce
+ * `Connection` to those options. Done on arrival, so a client cannot name a header the gateway
+ * adds later (`Connection: close, x-consumer-id`) and have the proxy strip the gateway's own copy.
+ */
+export function dropConnectionNominated (headers: IncomingHttpHeaders): void {
+  const tokens = connectionTokens(headers.connection)
+  const kept: string[] = []
+  for (const token of tokens) {
+    if (token === 'close' || token === 'keep-alive') kept.push(token)
+    else if (!FRAMING_HEADERS.has(token)) delete headers[token]
+  }
+  if (kept.length === 0) delete headers.connection
+  else headers.connection = kept.join(', ')
+}

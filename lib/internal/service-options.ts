@@ -1,0 +1,130 @@
+/** Validates the `services` table once, at registration, into frozen, ready-to-use records. */
+import type { HTTPMethods } from 'fastify'
+import { InvalidOptionError } from '../errors.js'
+import type { GatewayServiceOptions } from '../types.js'
+import { toMilliseconds } from './duration.js'
+import { isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys } from './options.js'
+import { isCanonicalRequestTarget, REFUSED_METHODS } from './request-target.js'
+
+export const SERVICE_DEFAULTS = Object.freeze({
+  methods: Object.freeze(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as HTTPMethods[]),
+  timeouts: Object.freeze({ connect: 5_000, headers: 30_000, body: 30_000 }),
+  bodyLimit: 1024 * 1024,
+  connections: 128
+})
+
+const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections'] as const
+const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
+// Static path segments only: find-my-way reads ":" and "*" as parameters.
+const STATIC_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()+,=@]+)*$/
+
+export interface UpstreamTarget {
+  /** `http://host:port`, no trailing slash. */
+  readonly origin: string
+  /** Path of the upstream base URL without a trailing slash, `''` for the root. */
+  readonly basePath: string
+}
+
+export interface ResolvedService {
+  readonly name: string
+  /** `''` for a service at the root, else `/a/b` (no trailing slash). */
+  readonly prefix: string
+  readonly rewritePrefix: string
+  readonly targets: readonly UpstreamTarget[]
+  readonly methods: readonly HTTPMethods[]
+  readonly timeouts: Readonly<{ connect: number, headers: number, body: number }>
+  readonly bodyLimit: number
+  readonly connections: number
+  readonly ca: ReadonlyArray<string | Buffer> | undefined
+}
+
+function staticPath (value: unknown, path: string, { allowEmpty }: { allowEmpty: boolean }): string {
+  if (typeof value !== 'string') throw new InvalidOptionError(path, 'expected a path string')
+  const trimmed = value === '/' ? '' : value
+  if ((trimmed === '' && !allowEmpty) || !STATIC_PATH.test(trimmed) || (trimmed !== '' && !isCanonicalRequestTarget(trimmed))) {
+    throw new InvalidOptionError(path, 'expected "/segment/…": static segments, no trailing "/", no dot segments, ":" or "*"')
+  }
+  return trimmed
+}
+
+function upstreamTarget (value: unknown, path: string): UpstreamTarget {
+  let url: URL
+  try {
+    url = new URL(String(value))
+  } catch {
+    throw new InvalidOptionError(path, 'expected an absolute http: or https: URL')
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || typeof value !== 'string') {
+    throw new InvalidOptionError(path, 'expected an absolute http: or https: URL')
+  }
+  if (url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+    throw new InvalidOptionError(path, 'credentials, query and fragment are not allowed in an upstream URL')
+  }
+  return Object.freeze({ origin: url.origin, basePath: url.pathname.replace(/\/+$/, '') })
+}
+
+function timeouts (value: unknown, path: string): ResolvedService['timeouts'] {
+  if (value === undefined) return SERVICE_DEFAULTS.timeouts
+  if (!isPlainObject(value)) {
+    const ms = toMilliseconds(value, path)
+    return Object.freeze({ connect: SERVICE_DEFAULTS.timeouts.connect, headers: ms, body: ms })
+  }
+  rejectUnknownKeys(value, ['connect', 'headers', 'body'], path)
+  const pick = (key: 'connect' | 'headers' | 'body'): number =>
+    value[key] === undefined ? SERVICE_DEFAULTS.timeouts[key] : toMilliseconds(value[key], `${path}.${key}`)
+  return Object.freeze({ connect: pick('connect'), headers: pick('headers'), body: pick('body') })
+}
+
+function methods (value: unknown, path: string): readonly HTTPMethods[] {
+  if (value === undefined) return SERVICE_DEFAULTS.methods
+  if (!Array.isArray(value) || value.length === 0) throw new InvalidOptionError(path, 'expected a non-empty array of HTTP methods')
+  const upper = value.map((method, i) => {
+    if (typeof method !== 'string') throw new InvalidOptionError(`${path}[${i}]`, 'expected an HTTP method')
+    const name = method.toUpperCase()
+    if (REFUSED_METHODS.has(name)) throw new InvalidOptionError(`${path}[${i}]`, `${name} is never proxied`)
+    return name as HTTPMethods
+  })
+  return Object.freeze([...new Set(upper)])
+}
+
+function certificates (value: unknown, path: string): ReadonlyArray<string | Buffer> | undefined {
+  if (value === undefined) return undefined
+  const list = Array.isArray(value) ? value : [value]
+  if (list.length === 0 || !list.every((item) => typeof item === 'string' || Buffer.isBuffer(item))) {
+    throw new InvalidOptionError(path, 'expected PEM certificates as strings or Buffers')
+  }
+  return Object.freeze([...list])
+}
+
+function resolveService (name: string, input: unknown): ResolvedService {
+  const path = `services.${name}`
+  if (!SERVICE_NAME.test(name)) throw new InvalidOptionError(path, 'service names are 1–64 letters, digits, "-" or "_"')
+  if (!isPlainObject(input)) throw new InvalidOptionError(path, 'expected an object')
+  rejectUnknownKeys(input, SERVICE_KEYS, path)
+  const upstreams = Array.isArray(input.upstream) ? input.upstream : [input.upstream]
+  if (upstreams.length === 0) throw new InvalidOptionError(`${path}.upstream`, 'expected at least one URL')
+  return Object.freeze({
+    name,
+    prefix: staticPath(input.prefix, `${path}.prefix`, { allowEmpty: true }),
+    rewritePrefix: input.rewritePrefix === undefined ? '' : staticPath(input.rewritePrefix, `${path}.rewritePrefix`, { allowEmpty: true }),
+    targets: Object.freeze(upstreams.map((url, i) => upstreamTarget(url, Array.isArray(input.upstream) ? `${path}.upstream[${i}]` : `${path}.upstream`))),
+    methods: methods(input.methods, `${path}.methods`),
+    timeouts: timeouts(input.timeout, `${path}.timeout`),
+    bodyLimit: positiveInteger(input.bodyLimit, `${path}.bodyLimit`, SERVICE_DEFAULTS.bodyLimit),
+    connections: positiveInteger(input.connections, `${path}.connections`, SERVICE_DEFAULTS.connections),
+    ca: certificates(input.ca, `${path}.ca`)
+  })
+}
+
+/** Validate every service; two services may not share a prefix. */
+export function resolveServices (input: unknown): readonly ResolvedService[] {
+  const table = optionalObject(input, 'services')
+  const services = Object.entries(table).map(([name, service]) => resolveService(name, service as GatewayServiceOptions))
+  const seen = new Map<string, string>()
+  for (const service of services) {
+    const other = seen.get(service.prefix)
+    if (other !== undefined) throw new InvalidOptionError(`services.${service.name}.prefix`, `same prefix as service "${other}"`)
+    seen.set(service.prefix, service.name)
+  }
+  return Object.freeze(services)
+}

@@ -1,0 +1,181 @@
+/**
+ * proxy: turns the `services` table into routes that forward to upstreams through
+ * @fastify/reply-from, with every unsafe default of reply-from overridden (see docs/proxy.md).
+ * Routes are ordinary Fastify routes carrying `config.gateway.service`, so every policy plugin
+ * sees them like the team's own routes.
+ */
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
+import replyFrom, { type FastifyReplyFromHooks } from '@fastify/reply-from'
+import fp from 'fastify-plugin'
+import { Agent } from 'undici'
+import { sendProblem } from '../errors.js'
+import { streamBodyWithin } from '../internal/body-limit.js'
+import { connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
+import { headerName, optionalObject, rejectUnknownKeys } from '../internal/options.js'
+import { resolveServices, type ResolvedService } from '../internal/service-options.js'
+import { classifyUpstreamError, rootErrorCode, serializeUpstreamError } from '../internal/upstream-errors.js'
+import type { GatewayServiceOptions } from '../types.js'
+
+/** Options of the {@link proxy} plugin. */
+export interface ProxyOptions {
+  /** The upstream services, by name. */
+  services: Record<string, GatewayServiceOptions>
+  /** Header carrying the request id to upstreams; use the same as `correlationId`. Default `x-request-id`. */
+  requestIdHeader?: string
+}
+
+// reply-from's hooks are typed for every server kind (HTTP/2 included).
+type AnyReply = FastifyReply<any, any, any, any, any, any, any, any>
+
+const DEFAULTS = { requestIdHeader: 'x-request-id' } as const
+const REMOVED_UPSTREAM_REQUEST_HEADERS = [...HOP_BY_HOP_HEADERS, ...FORWARDING_HEADERS]
+const HOP_BY_HOP = new Set(HOP_BY_HOP_HEADERS)
+// reply-from copies whatever `rewriteHeaders` returns onto the reply before it checks the status
+// code; returning nothing and copying in `onResponse` keeps an invalid upstream status (888) from
+// leaking upstream headers onto our 502.
+const NO_HEADERS = Object.freeze({})
+
+function normalizeProxyOptions (input: unknown) {
+  const options = optionalObject(input, 'proxy')
+  rejectUnknownKeys(options, ['services', 'requestIdHeader'], 'proxy')
+  return Object.freeze({
+    services: resolveServices(options.services),
+    requestIdHeader: options.requestIdHeader === undefined
+      ? DEFAULTS.requestIdHeader
+      : headerName(options.requestIdHeader, 'proxy.requestIdHeader')
+  })
+}
+
+function createAgent (service: ResolvedService): Agent {
+  return new Agent({
+    // reply-from builds its own undici pool with TLS verification off and 300 s timeouts; ours
+    // verifies certificates (optionally against the service's CA) and bounds every wait.
+    connect: { timeout: service.timeouts.connect, rejectUnauthorized: true, ...(service.ca === undefined ? {} : { ca: [...service.ca] }) },
+    headersTimeout: service.timeouts.headers,
+    bodyTimeout: service.timeouts.body,
+    connections: service.connections
+  })
+}
+
+function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: AnyReply): void {
+  const nominated = headers.connection === undefined ? undefined : connectionTokens(headers.connection)
+  for (const name in headers) {
+    if (HOP_BY_HOP.has(name) || nominated?.includes(name) === true) continue
+    reply.header(name, headers[name])
+  }
+}
+
+/** What reply-from actually passes to `onResponse` (its typings say ServerResponse). */
+interface UpstreamResponse { headers: IncomingHttpHeaders, stream: Readable }
+
+function sendUpstreamResponse (_request: unknown, reply: AnyReply, response: unknown): void {
+  const res = response as UpstreamResponse
+  // reply-from calls this even after it answered an invalid upstream status itself.
+  if (reply.sent) {
+    res.stream.destroy()
+    return
+  }
+  copyUpstreamHeaders(res.headers, reply)
+  reply.send(res.stream)
+}
+
+function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }): void {
+  const code = classifyUpstreamError(error)
+  // reply-from already logged the failure (through serializeUpstreamError, so without addresses).
+  if (reply.sent) return
+  sendProblem(reply, code, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? { headers: { connection: 'close' } } : undefined)
+}
+
+// reply-from would retry GET on 503 up to 10 times (`maxRetriesOn503: 0` is read as 10) and
+// idempotent requests on socket errors; retries belong to the breaker's retry policy instead.
+function neverRetry (): null {
+  return null
+}
+
+function answerRouteError (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  const code = error.code === 'GATEWAY_ERR_BODY_TOO_LARGE'
+    ? 'GATEWAY_ERR_BODY_TOO_LARGE'
+    : (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) ? 'GATEWAY_ERR_BAD_REQUEST' : 'GATEWAY_ERR_INTERNAL'
+  if (code === 'GATEWAY_ERR_INTERNAL') request.log.error({ err: error }, 'proxy route failed')
+  else request.log.debug({ code: rootErrorCode(error) }, 'request refused')
+  sendProblem(reply, code, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? { headers: { connection: 'close' } } : undefined)
+}
+
+function registerService (fastify: FastifyInstance, service: ResolvedService, requestIdHeader: string): void {
+  const agent = createAgent(service)
+  const { prefix, targets } = service
+  // origin, and the path every upstream path starts with (base path of the URL + rewritePrefix)
+  const bases = targets.map((target) => ({ origin: target.origin, path: target.basePath + service.rewritePrefix }))
+  let nextTarget = 0
+
+  const fromOptions: FastifyReplyFromHooks = {
+    rewriteRequestHeaders (request, upstreamHeaders) {
+      const headers = upstreamHeaders as IncomingHttpHeaders
+      // reply-from has already removed `Connection` and the headers it names, and set `host`.
+      for (let i = 0; i < REMOVED_UPSTREAM_REQUEST_HEADERS.length; i++) delete headers[REMOVED_UPSTREAM_REQUEST_HEADERS[i]]
+      headers['x-forwarded-for'] = request.ip
+      headers['x-forwarded-proto'] = request.protocol
+      headers['x-forwarded-host'] = request.host
+      headers[requestIdHeader] = request.id
+      return headers
+    },
+    rewriteHeaders: () => NO_HEADERS,
+    onResponse: sendUpstreamResponse,
+    onError: answerUpstreamFailure,
+    retryDelay: neverRetry
+  }
+
+  function proxyToUpstream (request: FastifyRequest, reply: FastifyReply): FastifyReply {
+    const url = request.raw.url as string
+    const queryStart = url.indexOf('?')
+    const path = queryStart === -1 ? url : url.slice(0, queryStart)
+    // The request guard made the raw path canonical; a router configured to match more loosely
+    // (caseSensitive: false) must not send a path the policy did not see.
+    if (!path.startsWith(prefix)) return sendProblem(reply, 'GATEWAY_ERR_BAD_REQUEST_TARGET')
+    const base = bases[nextTarget]
+    nextTarget = (nextTarget + 1) % bases.length
+    // reply-from appends the raw query string itself.
+    return reply.from(base.origin + (base.path + path.slice(prefix.length) || '/'), fromOptions)
+  }
+
+  fastify.register(async function gatewayService (instance) {
+    await instance.register(replyFrom, { undici: agent as never, disableRequestLogging: true })
+    instance.removeAllContentTypeParsers()
+    instance.addContentTypeParser('*', streamBodyWithin(service.bodyLimit))
+    instance.setErrorHandler(answerRouteError)
+    instance.addHook('onClose', async () => { await agent.close() })
+    const route = {
+      method: [...service.methods],
+      handler: proxyToUpstream,
+      config: { gateway: { service: service.name } },
+      logSerializers: { err: serializeUpstreamError }
+    }
+    instance.route({ ...route, url: prefix === '' ? '/' : prefix })
+    instance.route({ ...route, url: `${prefix}/*` })
+  })
+}
+
+const proxyPlugin: FastifyPluginAsync<ProxyOptions> = async function proxy (fastify, input) {
+  const { services, requestIdHeader } = normalizeProxyOptions(input)
+  for (const service of services) registerService(fastify, service, requestIdHeader)
+}
+
+/**
+ * Proxies each service's prefix to its upstream(s), with TLS verified, bounded timeouts, errors
+ * mapped to problem+json (502/504/413), hop-by-hop and forwarding headers rewritten, and bodies
+ * streamed within a size limit.
+ *
+ * @example
+ * ```ts
+ * await app.register(proxy, {
+ *   services: { users: { upstream: 'http://users:8001', prefix: '/api/v1/users', timeout: '10s' } }
+ * })
+ * ```
+ */
+export const proxy = fp(proxyPlugin, {
+  fastify: '5.x',
+  name: 'fastify-gateway.proxy',
+  dependencies: ['fastify-gateway.correlation-id', 'fastify-gateway.request-guard']
+})

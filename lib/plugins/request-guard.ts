@@ -1,0 +1,101 @@
+/**
+ * request-guard: the first decision on every request, before CORS, auth or routing to a service.
+ * Refuses ambiguous request targets and methods a gateway must not forward, removes headers only
+ * the gateway may set, and resolves `Connection`-nominated headers while the request is still the
+ * client's — so nothing added later by the gateway can be stripped by the client.
+ */
+import type { Socket } from 'node:net'
+import type { IncomingMessage } from 'node:http'
+import { randomUUID } from 'node:crypto'
+import type { FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
+import { InvalidOptionError, problemBody, PROBLEM_CONTENT_TYPE, sendProblem } from '../errors.js'
+import { DEFAULT_IDENTITY_HEADERS, dropConnectionNominated } from '../internal/headers.js'
+import { headerName, optionalObject, rejectUnknownKeys, stringList } from '../internal/options.js'
+import { isCanonicalRequestTarget, REFUSED_METHODS } from '../internal/request-target.js'
+
+/** Options of the {@link requestGuard} plugin. */
+export interface RequestGuardOptions {
+  /**
+   * Headers only the gateway may set, removed from every incoming request whatever their case or
+   * count. `x-consumer-id` and `x-consumer-scopes` are always included.
+   */
+  identityHeaders?: string[]
+}
+
+function normalizeRequestGuardOptions (input: unknown): Readonly<{ identityHeaders: readonly string[] }> {
+  const options = optionalObject(input, 'requestGuard')
+  rejectUnknownKeys(options, ['identityHeaders'], 'requestGuard')
+  const names = new Set<string>()
+  const configured = stringList(options.identityHeaders, 'requestGuard.identityHeaders')
+  for (const [i, name] of [...DEFAULT_IDENTITY_HEADERS, ...configured].entries()) {
+    for (const spelling of separatorSpellings(headerName(name, `requestGuard.identityHeaders[${i}]`))) names.add(spelling)
+  }
+  return Object.freeze({ identityHeaders: Object.freeze([...names]) })
+}
+
+/**
+ * `x-consumer-id` → also `x_consumer-id`, `x-consumer_id`, `x_consumer_id`: CGI-style upstreams
+ * (and nginx with `underscores_in_headers`) read all of them as one variable.
+ */
+function separatorSpellings (name: string): string[] {
+  let spellings = ['']
+  for (const char of name) {
+    const options = char === '-' || char === '_' ? ['-', '_'] : [char]
+    spellings = spellings.flatMap((prefix) => options.map((option) => prefix + option))
+    if (spellings.length > 64) throw new InvalidOptionError('requestGuard.identityHeaders', `"${name}" has too many separators`)
+  }
+  return spellings
+}
+
+/** Node answers CONNECT itself, before Fastify: refuse it with the same problem document. */
+function refuseConnect (req: IncomingMessage, socket: Socket): void {
+  const body = problemBody('GATEWAY_ERR_METHOD_NOT_ALLOWED', randomUUID())
+  socket.end(
+    'HTTP/1.1 405 Method Not Allowed\r\n' +
+    `content-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+    `content-length: ${Buffer.byteLength(body)}\r\n` +
+    'connection: close\r\n\r\n' + body)
+  req.destroy()
+}
+
+const requestGuardPlugin: FastifyPluginAsync<RequestGuardOptions> = async function requestGuard (fastify, input) {
+  const { identityHeaders } = normalizeRequestGuardOptions(input)
+
+  if (fastify.server.listenerCount('connect') === 0) fastify.server.on('connect', refuseConnect)
+
+  fastify.addHook('onRequest', function guardRequest (request, reply, done) {
+    const raw = request.raw
+    if (REFUSED_METHODS.has(raw.method ?? '')) {
+      request.log.debug('refused method')
+      sendProblem(reply, 'GATEWAY_ERR_METHOD_NOT_ALLOWED')
+      return
+    }
+    if (!isCanonicalRequestTarget(raw.url ?? '')) {
+      request.log.debug('refused ambiguous request target')
+      sendProblem(reply, 'GATEWAY_ERR_BAD_REQUEST_TARGET')
+      return
+    }
+    const headers = raw.headers
+    if (headers.connection !== undefined) dropConnectionNominated(headers)
+    // Node lower-cases header names and joins duplicates of unknown headers into one value: one
+    // delete per spelling removes every case and every copy.
+    for (let i = 0; i < identityHeaders.length; i++) delete headers[identityHeaders[i]]
+    done()
+  })
+}
+
+/**
+ * Refuses ambiguous request targets (dot segments raw or encoded, `\`, encoded separators, `//`,
+ * `#`, absolute form) with 400 and CONNECT/TRACE with 405, and removes client-sent identity headers.
+ *
+ * @example
+ * ```ts
+ * await app.register(requestGuard, { identityHeaders: ['x-tenant-id'] })
+ * ```
+ */
+export const requestGuard = fp(requestGuardPlugin, {
+  fastify: '5.x',
+  name: 'fastify-gateway.request-guard',
+  dependencies: ['fastify-gateway.correlation-id']
+})

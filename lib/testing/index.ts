@@ -1,0 +1,2 @@
+/** fastify-gateway/testing: what a team needs to unit-test its gateway with `fastify.inject`. */
+export { createTestUpstream, type TestUpstream, type RecordedRequest, type UpstreamBehaviour, type UpstreamScript } from './upstream.js'

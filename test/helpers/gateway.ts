@@ -1,0 +1,32 @@
+/** Builds a gateway app for a test, with logs captured so tests can assert on what was logged. */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { gateway, requestIdGenerator, type GatewayOptions } from '../../lib/index.js'
+
+export interface TestGateway {
+  app: FastifyInstance
+  /** Every log line, as written (JSON text). */
+  logs: string[]
+}
+
+export async function buildTestGateway (
+  options: GatewayOptions,
+  serverOptions: FastifyServerOptions = {},
+  { genReqId = true }: { genReqId?: boolean } = {}
+): Promise<TestGateway> {
+  const logs: string[] = []
+  const app = Fastify({
+    logger: { level: 'debug', stream: { write: (line: string) => { logs.push(line) } } },
+    ...(genReqId ? { genReqId: requestIdGenerator(options.correlationId) } : {}),
+    ...serverOptions
+  })
+  await app.register(gateway, options)
+  return { app, logs }
+}
+
+/** Listen on a free loopback port; returns the port. */
+export async function listen (app: FastifyInstance): Promise<number> {
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('not listening on TCP')
+  return address.port
+}
