@@ -3,8 +3,10 @@
  * assigned before the first log line, Fastify's own URL errors become problem documents, and a
  * slow client cannot hold a request open forever (Fastify's `requestTimeout` is 0, no limit).
  */
+import { randomUUID } from 'node:crypto'
+import type { Socket } from 'node:net'
 import type { FastifyError, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
-import { sendProblem } from './errors.js'
+import { GATEWAY_ERRORS, type GatewayErrorCode, problemBody, PROBLEM_CONTENT_TYPE, sendProblem } from './errors.js'
 import { toMilliseconds, type Duration } from './internal/duration.js'
 import { optionalObject, rejectUnknownKeys } from './internal/options.js'
 import { requestIdGenerator } from './plugins/correlation-id.js'
@@ -23,6 +25,24 @@ function answerFrameworkError (error: FastifyError, _request: FastifyRequest, re
 }
 
 /**
+ * Node's parser refuses malformed requests (bad framing, control bytes, oversized headers, slow
+ * clients) before Fastify sees them; answer those with a problem document too, then close.
+ */
+function answerClientError (error: NodeJS.ErrnoException, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return
+  const code: GatewayErrorCode = error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+    ? 'GATEWAY_ERR_REQUEST_TIMEOUT'
+    : error.code === 'HPE_HEADER_OVERFLOW' ? 'GATEWAY_ERR_HEADERS_TOO_LARGE' : 'GATEWAY_ERR_BAD_REQUEST'
+  const { status, title } = GATEWAY_ERRORS[code]
+  const body = problemBody(code, randomUUID())
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${title}\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy()
+}
+
+/**
  * Options to spread into the Fastify constructor of a gateway.
  *
  * @example
@@ -31,12 +51,13 @@ function answerFrameworkError (error: FastifyError, _request: FastifyRequest, re
  * await app.register(gateway, { services })
  * ```
  */
-export function gatewayServerOptions (input?: GatewayServerOptions): Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout'> {
+export function gatewayServerOptions (input?: GatewayServerOptions): Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler'> {
   const options = optionalObject(input, 'serverOptions')
   rejectUnknownKeys(options, ['requestIdHeader', 'requestTimeout'], 'serverOptions')
   return {
     genReqId: requestIdGenerator({ header: options.requestIdHeader as string | undefined }),
     frameworkErrors: answerFrameworkError as FastifyServerOptions['frameworkErrors'],
+    clientErrorHandler: answerClientError,
     requestTimeout: options.requestTimeout === undefined ? 60_000 : toMilliseconds(options.requestTimeout, 'serverOptions.requestTimeout')
   }
 }

@@ -1,6 +1,6 @@
 /** Builds a gateway app for a test, with logs captured so tests can assert on what was logged. */
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import { gateway, requestIdGenerator, type GatewayOptions } from '../../lib/index.js'
+import { gateway, gatewayServerOptions, type GatewayOptions } from '../../lib/index.js'
 
 export interface TestGateway {
   app: FastifyInstance
@@ -11,12 +11,12 @@ export interface TestGateway {
 export async function buildTestGateway (
   options: GatewayOptions,
   serverOptions: FastifyServerOptions = {},
-  { genReqId = true }: { genReqId?: boolean } = {}
+  { recommendedServerOptions = true }: { recommendedServerOptions?: boolean } = {}
 ): Promise<TestGateway> {
   const logs: string[] = []
   const app = Fastify({
     logger: { level: 'debug', stream: { write: (line: string) => { logs.push(line) } } },
-    ...(genReqId ? { genReqId: requestIdGenerator(options.correlationId) } : {}),
+    ...(recommendedServerOptions ? gatewayServerOptions({ requestIdHeader: options.correlationId?.header }) : {}),
     ...serverOptions
   })
   await app.register(gateway, options)

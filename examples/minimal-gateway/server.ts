@@ -1,0 +1,88 @@
+/**
+ * Runs the gateway: configuration from the environment, graceful shutdown on SIGTERM/SIGINT.
+ * With no upstream URL configured, starts the demo upstreams in this process (`npm run demo`).
+ *
+ *   PORT (3000), HOST (127.0.0.1), LOG_LEVEL (info),
+ *   USERS_URL, ORDERS_URLS (comma-separated), PAYMENTS_URL
+ */
+import type { AddressInfo } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import { buildGateway, type GatewayConfig } from './gateway.js'
+import { startDemoUpstreams, type DemoUpstreams } from './demo-upstreams.js'
+
+const SHUTDOWN_DEADLINE_MS = 10_000
+
+function portFromEnv (value: string | undefined): number {
+  const port = Number(value ?? 3000)
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be 0–65535, got "${value}"`)
+  return port
+}
+
+function listFromEnv (value: string | undefined): string[] {
+  return (value ?? '').split(',').map((item) => item.trim()).filter((item) => item !== '')
+}
+
+/** All three upstreams from the environment, or none (then the demo ones): never a mix. */
+async function resolveUpstreams (): Promise<{ upstreams: GatewayConfig['upstreams'], demo?: DemoUpstreams }> {
+  const users = process.env.USERS_URL
+  const orders = listFromEnv(process.env.ORDERS_URLS)
+  const payments = process.env.PAYMENTS_URL
+  if (users !== undefined && orders.length > 0 && payments !== undefined) return { upstreams: { users, orders, payments } }
+  if (users !== undefined || orders.length > 0 || payments !== undefined) {
+    throw new Error('set all of USERS_URL, ORDERS_URLS and PAYMENTS_URL, or none of them to use the demo upstreams')
+  }
+  const demo = await startDemoUpstreams()
+  return { upstreams: demo.urls, demo }
+}
+
+function shutDownOnSignals (app: FastifyInstance, demo: DemoUpstreams | undefined): void {
+  let closing = false
+  async function shutDown (signal: NodeJS.Signals): Promise<void> {
+    if (closing) {
+      app.log.warn({ signal }, 'second signal, exiting now')
+      process.exit(1)
+    }
+    closing = true
+    app.log.info({ signal }, 'shutting down')
+    // A client that never finishes its request must not keep the process alive past the deadline.
+    setTimeout(() => {
+      app.log.error('shutdown deadline passed, exiting')
+      process.exit(1)
+    }, SHUTDOWN_DEADLINE_MS).unref()
+    try {
+      await app.close()
+      await demo?.close()
+      process.exit(0)
+    } catch (err) {
+      app.log.error({ err }, 'shutdown failed')
+      process.exit(1)
+    }
+  }
+  process.on('SIGTERM', (signal) => { void shutDown(signal) })
+  process.on('SIGINT', (signal) => { void shutDown(signal) })
+}
+
+async function main (): Promise<void> {
+  const port = portFromEnv(process.env.PORT)
+  const host = process.env.HOST ?? '127.0.0.1'
+  const { upstreams, demo } = await resolveUpstreams()
+  const app = await buildGateway({ upstreams, logger: { level: process.env.LOG_LEVEL ?? 'info' } })
+  shutDownOnSignals(app, demo)
+  await app.listen({ port, host })
+
+  const bound = (app.server.address() as AddressInfo).port
+  const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host
+  const base = `http://${shownHost}:${bound}`
+  console.log(`fastify-gateway example listening on ${base}${demo === undefined ? '' : ' (demo upstreams)'}`)
+  console.log('try:')
+  console.log(`  curl -i ${base}/health`)
+  console.log(`  curl -i ${base}/api/v1/users/1`)
+  console.log(`  curl -i -H 'x-request-id: my-trace-1' '${base}/api/v1/users?page=2'`)
+  console.log(`  curl -i ${base}/api/v1/orders   # twice: orders-1, then orders-2`)
+  console.log(`  curl -i ${base}/api/v1/payments`)
+}
+
+main().catch((err: unknown) => {
+  console.error(err)
+  process.exit(1)
+})
