@@ -1,0 +1,139 @@
+// Upstream faults: every one becomes a bounded, documented answer and the gateway stays up.
+import t from 'tap'
+import { createServer, type AddressInfo } from 'node:net'
+import { once } from 'node:events'
+import { createTestUpstream } from '../../lib/testing/index.js'
+import { buildTestGateway, listen } from '../helpers/gateway.js'
+import { rawGet, rawRequest } from '../helpers/raw-http.js'
+
+const HEADERS_TIMEOUT_MS = 500
+
+async function closedPort (): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+const upstream = await createTestUpstream()
+const downPort = await closedPort()
+const { app, logs } = await buildTestGateway({
+  services: {
+    flaky: { upstream: upstream.url, prefix: '/flaky', timeout: { connect: 1_000, headers: HEADERS_TIMEOUT_MS, body: HEADERS_TIMEOUT_MS } },
+    down: { upstream: `http://127.0.0.1:${downPort}`, prefix: '/down' }
+  }
+})
+const port = await listen(app)
+t.teardown(async () => {
+  await app.close()
+  await upstream.close()
+})
+
+/** After every fault the gateway must still proxy a normal request. */
+async function assertStillUp (t: Tap.Test): Promise<void> {
+  const response = await app.inject({ url: '/flaky/alive' })
+  t.equal(response.statusCode, 200, 'gateway still proxies')
+}
+
+function assertNoLeak (t: Tap.Test, text: string): void {
+  t.notMatch(text, `127.0.0.1:${upstream.port}`, 'no upstream address')
+  t.notMatch(text, `127.0.0.1:${downPort}`, 'no upstream address')
+  t.notMatch(text, /ECONNREFUSED|UND_ERR|at .*\.(?:js|ts):\d+/, 'no library message or stack')
+}
+
+t.test('upstream down → 502 GATEWAY_ERR_UPSTREAM_UNAVAILABLE', async (t) => {
+  const response = await app.inject({ url: '/down/x' })
+  t.equal(response.statusCode, 502)
+  t.match(response.headers['content-type'], /^application\/problem\+json/)
+  const body = response.json()
+  t.equal(body.code, 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE')
+  t.equal(body.requestId, response.headers['x-request-id'])
+  assertNoLeak(t, response.body)
+  await assertStillUp(t)
+})
+
+t.test('upstream that hangs → 504 within the timeout + 1 s', async (t) => {
+  upstream.failNext(1, 'hang')
+  const started = Date.now()
+  const response = await app.inject({ url: '/flaky/slow' })
+  const elapsed = Date.now() - started
+  t.equal(response.statusCode, 504)
+  t.equal(response.json().code, 'GATEWAY_ERR_UPSTREAM_TIMEOUT')
+  t.ok(elapsed >= HEADERS_TIMEOUT_MS - 50, `waited for the timeout (${elapsed} ms)`)
+  t.ok(elapsed < HEADERS_TIMEOUT_MS + 1_000, `answered within timeout + 1 s (${elapsed} ms)`)
+  assertNoLeak(t, response.body)
+  await assertStillUp(t)
+})
+
+t.test('invalid status line HTTP/1.1 888 → 502, no upstream header leaks onto it', async (t) => {
+  upstream.failNext(1, { raw: 'HTTP/1.1 888 Weird\r\nx-internal: leak\r\ncontent-length: 2\r\n\r\nok' })
+  const response = await app.inject({ url: '/flaky/weird' })
+  t.equal(response.statusCode, 502)
+  t.equal(response.json().code, 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE')
+  t.equal(response.headers['x-internal'], undefined)
+  await assertStillUp(t)
+})
+
+t.test('garbage instead of a status line → 502', async (t) => {
+  upstream.failNext(1, { raw: 'NOT HTTP AT ALL\r\n\r\n' })
+  const response = await app.inject({ url: '/flaky/garbage' })
+  t.equal(response.statusCode, 502)
+  t.equal(response.json().code, 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE')
+  await assertStillUp(t)
+})
+
+t.test('connection reset before the response → 502', async (t) => {
+  upstream.failNext(1, 'reset')
+  const response = await app.inject({ url: '/flaky/reset' })
+  t.equal(response.statusCode, 502)
+  t.equal(response.json().code, 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE')
+  await assertStillUp(t)
+})
+
+t.test('reset in the middle of the body → the client sees an aborted response, never a complete one', async (t) => {
+  upstream.failNext(1, 'reset-mid-body')
+  const response = await rawRequest(port, rawGet('/flaky/big'), { timeoutMs: 5_000 })
+  t.equal(response.status, 200, 'headers were already sent')
+  t.equal(response.complete, false, 'the body was cut short')
+  t.equal(response.timedOut, false, 'the connection was closed, not left hanging')
+  await assertStillUp(t)
+})
+
+t.test('body that stalls after the headers → aborted within the body timeout', async (t) => {
+  upstream.failNext(1, 'stall-body')
+  const started = Date.now()
+  const response = await rawRequest(port, rawGet('/flaky/stall'), { timeoutMs: 5_000 })
+  t.equal(response.status, 200)
+  t.equal(response.complete, false)
+  t.equal(response.timedOut, false)
+  t.ok(Date.now() - started < HEADERS_TIMEOUT_MS + 1_000, 'cut off by the body timeout')
+  await assertStillUp(t)
+})
+
+t.test('a 503 from the upstream is passed back once, not retried (reply-from would retry GET 10 times)', async (t) => {
+  const before = upstream.requests.length
+  upstream.failNext(1, { status: 503, body: { busy: true } })
+  const response = await app.inject({ url: '/flaky/busy' })
+  t.equal(response.statusCode, 503)
+  t.same(response.json(), { busy: true }, 'the upstream body, untouched')
+  t.equal(upstream.requests.length, before + 1, 'exactly one upstream call')
+})
+
+t.test('redirects from the upstream are passed back, never followed', async (t) => {
+  const before = upstream.requests.length
+  upstream.failNext(1, { status: 302, headers: { location: 'http://127.0.0.1:1/elsewhere' } })
+  const response = await app.inject({ url: '/flaky/moved' })
+  t.equal(response.statusCode, 302)
+  t.equal(response.headers.location, 'http://127.0.0.1:1/elsewhere')
+  t.equal(upstream.requests.length, before + 1)
+})
+
+t.test('logs name failures by code only: no upstream address, message or stack', async (t) => {
+  const text = logs.join('')
+  t.match(text, '"code":"ECONNREFUSED"', 'the refused connection is logged by its code')
+  t.notMatch(text, `127.0.0.1:${upstream.port}`)
+  t.notMatch(text, `127.0.0.1:${downPort}`)
+  t.notMatch(text, /"stack"|\.(?:js|ts):\d+/)
+})
