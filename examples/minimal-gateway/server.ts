@@ -37,7 +37,7 @@ async function resolveUpstreams (): Promise<{ upstreams: GatewayConfig['upstream
 
 function shutDownOnSignals (app: FastifyInstance, demo: DemoUpstreams | undefined): void {
   let closing = false
-  async function shutDown (signal: NodeJS.Signals): Promise<void> {
+  function shutDown (signal: NodeJS.Signals): void {
     if (closing) {
       app.log.warn({ signal }, 'second signal, exiting now')
       process.exit(1)
@@ -49,17 +49,15 @@ function shutDownOnSignals (app: FastifyInstance, demo: DemoUpstreams | undefine
       app.log.error('shutdown deadline passed, exiting')
       process.exit(1)
     }, SHUTDOWN_DEADLINE_MS).unref()
-    try {
-      await app.close()
-      await demo?.close()
-      process.exit(0)
-    } catch (err) {
-      app.log.error({ err }, 'shutdown failed')
-      process.exit(1)
-    }
+    app.close()
+      .then(async () => { await demo?.close() })
+      .then(() => process.exit(0), (err: unknown) => {
+        app.log.error({ err }, 'shutdown failed')
+        process.exit(1)
+      })
   }
-  process.on('SIGTERM', (signal) => { void shutDown(signal) })
-  process.on('SIGINT', (signal) => { void shutDown(signal) })
+  process.on('SIGTERM', shutDown)
+  process.on('SIGINT', shutDown)
 }
 
 async function main (): Promise<void> {

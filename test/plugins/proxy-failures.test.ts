@@ -1,5 +1,5 @@
 // Upstream faults: every one becomes a bounded, documented answer and the gateway stays up.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createServer, type AddressInfo } from 'node:net'
 import { once } from 'node:events'
 import { createTestUpstream } from '../../lib/testing/index.js'
@@ -32,12 +32,12 @@ t.teardown(async () => {
 })
 
 /** After every fault the gateway must still proxy a normal request. */
-async function assertStillUp (t: Tap.Test): Promise<void> {
+async function assertStillUp (t: Test): Promise<void> {
   const response = await app.inject({ url: '/flaky/alive' })
   t.equal(response.statusCode, 200, 'gateway still proxies')
 }
 
-function assertNoLeak (t: Tap.Test, text: string): void {
+function assertNoLeak (t: Test, text: string): void {
   t.notMatch(text, `127.0.0.1:${upstream.port}`, 'no upstream address')
   t.notMatch(text, `127.0.0.1:${downPort}`, 'no upstream address')
   t.notMatch(text, /ECONNREFUSED|UND_ERR|at .*\.(?:js|ts):\d+/, 'no library message or stack')

@@ -103,8 +103,13 @@ t.test('forwarding headers from an untrusted peer are replaced, not trusted', as
     url: '/api/v1/users/1',
     remoteAddress: '203.0.113.9',
     headers: {
-      'x-forwarded-for': '1.2.3.4', 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https',
-      forwarded: 'for=1.2.3.4', 'x-real-ip': '1.2.3.4', 'x-forwarded-prefix': '/evil', host: 'gw.example'
+      'x-forwarded-for': '1.2.3.4',
+      'x-forwarded-host': 'evil.example',
+      'x-forwarded-proto': 'https',
+      forwarded: 'for=1.2.3.4',
+      'x-real-ip': '1.2.3.4',
+      'x-forwarded-prefix': '/evil',
+      host: 'gw.example'
     }
   })
   const received = upstream.requests.at(-1)?.headers ?? {}

@@ -1,6 +1,6 @@
 // SECURITY.md § A (request target vs policy) and § C (open proxy, SSRF): raw targets over node:net,
 // because undici, `new URL` and light-my-request normalise the very bytes under test.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createTestUpstream } from '../../lib/testing/index.js'
 import { buildTestGateway, listen } from '../helpers/gateway.js'
 import { createEvilListener, rawGet, rawRequest } from '../helpers/raw-http.js'
@@ -23,7 +23,7 @@ t.teardown(async () => {
 
 let canaries = 0
 /** Proves that nothing from the previous request reached the upstream: only the canary arrives. */
-async function assertNotForwarded (t: Tap.Test, label: string): Promise<void> {
+async function assertNotForwarded (t: Test, label: string): Promise<void> {
   const before = upstream.requests.length
   canaries++
   const canary = await rawRequest(port, rawGet(`/public/canary-${canaries}`))
