@@ -4,16 +4,24 @@
  */
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { optionalObject, rejectUnknownKeys } from './internal/options.js'
+import { InvalidOptionError } from './errors.js'
+import { identityHeaderNames, resolveAuthOptions } from './internal/auth-options.js'
+import { headerName, optionalObject, rejectUnknownKeys, stringList } from './internal/options.js'
+import { auth } from './plugins/auth.js'
 import { correlationId, type CorrelationIdOptions } from './plugins/correlation-id.js'
 import { proxy } from './plugins/proxy.js'
 import { requestGuard } from './plugins/request-guard.js'
-import type { GatewayServiceOptions } from './types.js'
+import type { AuthOptions, GatewayServiceOptions } from './types.js'
 
 /** Options of the {@link gateway} umbrella plugin. */
 export interface GatewayOptions {
   /** Request id header handling (see {@link correlationId}). */
   correlationId?: CorrelationIdOptions
+  /**
+   * Edge auth (see {@link auth}): every route needs a credential unless it is public. Required:
+   * pass `false` to run without authentication (e.g. behind another authenticating proxy).
+   */
+  auth: AuthOptions | false
   /** Extra headers only the gateway may set; `x-consumer-id` and `x-consumer-scopes` always are. */
   identityHeaders?: string[]
   /** Upstream services by name (see {@link proxy}). */
@@ -22,11 +30,19 @@ export interface GatewayOptions {
 
 const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway (fastify, input) {
   const options = optionalObject(input, '')
-  rejectUnknownKeys(options, ['correlationId', 'identityHeaders', 'services'], '')
+  rejectUnknownKeys(options, ['correlationId', 'auth', 'identityHeaders', 'services'], '')
   const idOptions = optionalObject(options.correlationId, 'correlationId') as CorrelationIdOptions
+  // Secure by default: leaving auth out is a boot error, not an open gateway.
+  if (options.auth === undefined) throw new InvalidOptionError('auth', 'configure auth, or pass `auth: false` to run without authentication')
+  const authOptions = options.auth === false ? undefined : options.auth as AuthOptions
+  const identityHeaders = [
+    ...stringList(options.identityHeaders, 'identityHeaders').map((name, i) => headerName(name, `identityHeaders[${i}]`)),
+    ...(authOptions === undefined ? [] : identityHeaderNames(resolveAuthOptions(authOptions)))
+  ]
 
   await fastify.register(correlationId, idOptions)
-  await fastify.register(requestGuard, { identityHeaders: options.identityHeaders as string[] | undefined })
+  await fastify.register(requestGuard, { identityHeaders })
+  if (authOptions !== undefined) await fastify.register(auth, authOptions)
   if (options.services !== undefined) {
     await fastify.register(proxy, {
       services: options.services as Record<string, GatewayServiceOptions>,
@@ -36,12 +52,14 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
 }
 
 /**
- * Registers the gateway's plugins in their one correct order: correlation id, request guard, proxy.
+ * Registers the gateway's plugins in their one correct order: correlation id, request guard, auth,
+ * proxy.
  *
  * @example
  * ```ts
- * const app = Fastify({ logger: true, genReqId: requestIdGenerator() })
+ * const app = Fastify({ logger: true, ...gatewayServerOptions() })
  * await app.register(gateway, {
+ *   auth: { jwt: { issuer: 'https://id.example.com/', audience: 'users-api' }, public: ['GET /health'] },
  *   services: { users: { upstream: 'http://users:8001', prefix: '/api/v1/users' } }
  * })
  * ```

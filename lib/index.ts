@@ -6,10 +6,14 @@ export { gatewayServerOptions, type GatewayServerOptions } from './server-option
 export { correlationId, requestIdGenerator, isValidTraceparent, type CorrelationIdOptions } from './plugins/correlation-id.js'
 export { requestGuard, type RequestGuardOptions } from './plugins/request-guard.js'
 export { proxy, type ProxyOptions } from './plugins/proxy.js'
+export { auth } from './plugins/auth.js'
 export {
   GATEWAY_ERRORS, sendProblem, problemBody, InvalidOptionError, PROBLEM_CONTENT_TYPE,
   type GatewayErrorCode, type GatewayProblem
 } from './errors.js'
-export type { Duration, GatewayServiceOptions, GatewayTimeouts, GatewayRoutePolicy } from './types.js'
+export type {
+  Duration, GatewayServiceOptions, GatewayTimeouts, GatewayRoutePolicy, Consumer, ConsumerClaims, ApiKeyConsumer,
+  AuthOptions, AuthJwtOptions, AuthApiKeyOptions, JwksIssuerOptions, AsymmetricAlgorithm
+} from './types.js'
 
 export default gateway

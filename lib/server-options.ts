@@ -4,6 +4,7 @@
  * slow client cannot hold a request open forever (Fastify's `requestTimeout` is 0, no limit).
  */
 import { randomUUID } from 'node:crypto'
+import type { ServerOptions } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
 import { GATEWAY_ERRORS, type GatewayErrorCode, problemBody, PROBLEM_CONTENT_TYPE, sendProblem } from './errors.js'
@@ -17,6 +18,11 @@ export interface GatewayServerOptions {
   requestIdHeader?: string
   /** Longest time to receive a whole request (headers and body). Default 60 s. */
   requestTimeout?: Duration
+}
+
+/** What {@link gatewayServerOptions} returns: spread it into `Fastify({ … })`. */
+export interface GatewayFastifyOptions extends Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler'> {
+  http: ServerOptions
 }
 
 function answerFrameworkError (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
@@ -51,13 +57,22 @@ function answerClientError (error: NodeJS.ErrnoException, socket: Socket): void 
  * await app.register(gateway, { services })
  * ```
  */
-export function gatewayServerOptions (input?: GatewayServerOptions): Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler'> {
+export function gatewayServerOptions (input?: GatewayServerOptions): GatewayFastifyOptions {
   const options = optionalObject(input, 'serverOptions')
   rejectUnknownKeys(options, ['requestIdHeader', 'requestTimeout'], 'serverOptions')
+  const requestTimeout = options.requestTimeout === undefined ? 60_000 : toMilliseconds(options.requestTimeout, 'serverOptions.requestTimeout')
   return {
+    // Node keeps headersTimeout (60 s) ≤ requestTimeout by swapping them; set both so that a shorter
+    // requestTimeout really shortens the whole-request limit. Node enforces both only every
+    // connectionsCheckingInterval (30 s): check at a quarter of the timeout instead.
+    http: {
+      headersTimeout: Math.min(requestTimeout, 60_000),
+      requestTimeout,
+      connectionsCheckingInterval: Math.min(30_000, Math.max(250, Math.floor(requestTimeout / 4)))
+    },
     genReqId: requestIdGenerator({ header: options.requestIdHeader as string | undefined }),
     frameworkErrors: answerFrameworkError as FastifyServerOptions['frameworkErrors'],
     clientErrorHandler: answerClientError,
-    requestTimeout: options.requestTimeout === undefined ? 60_000 : toMilliseconds(options.requestTimeout, 'serverOptions.requestTimeout')
+    requestTimeout
   }
 }

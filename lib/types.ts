@@ -28,16 +28,59 @@ export interface GatewayServiceOptions {
   timeout?: Duration | GatewayTimeouts
   /** Largest request body forwarded, in bytes; larger → 413. Default 1 MiB. */
   bodyLimit?: number
-  /** Extra CA certificates (PEM) trusted for `https:` upstreams. Certificates are always verified. */
+  /** CA certificates (PEM) for `https:` upstreams; they replace Node's default roots. Certificates are always verified. */
   ca?: string | Buffer | ReadonlyArray<string | Buffer>
   /** Keep-alive connections per upstream target. Default 128. */
   connections?: number
+  /** Reachable without a credential (see {@link GatewayRoutePolicy.public}). */
+  public?: boolean
+  /** `'optional'` accepts anonymous callers (see {@link GatewayRoutePolicy.auth}). */
+  auth?: 'required' | 'optional'
+  /** Scopes every route of the service requires. */
+  scopes?: readonly string[]
 }
 
 /** Per-route gateway policy, declared next to the route in `config.gateway`. */
 export interface GatewayRoutePolicy {
+  /** Reachable without a credential: no auth, `request.consumer` stays null. */
+  public?: boolean
+  /** `'optional'`: a valid credential identifies the caller, none makes it `anonymous`; an invalid one is still 401. */
+  auth?: 'required' | 'optional'
+  /** Scopes the consumer must all hold (→ 403 otherwise). */
+  scopes?: readonly string[]
   /** The service a proxied route belongs to (set by the proxy plugin on the routes it creates). */
   service?: string
+}
+
+/**
+ * Claims of a consumer: the verified JWT payload, or what an API-key lookup returned. Extend it to
+ * type your own claims:
+ *
+ * @example
+ * ```ts
+ * declare module 'fastify-gateway' {
+ *   interface ConsumerClaims { tenant?: string }
+ * }
+ * ```
+ */
+export interface ConsumerClaims {
+  [claim: string]: unknown
+}
+
+/** The verified caller of a request (`request.consumer`). */
+export interface Consumer {
+  /** JWT `sub`, or the API key's consumer id. */
+  readonly id: string
+  readonly kind: 'jwt' | 'api-key' | 'anonymous'
+  readonly scopes: readonly string[]
+  readonly claims: Readonly<ConsumerClaims>
+}
+
+/** What an API key maps to: in `auth.apiKeys.keys` or returned by `auth.apiKeys.lookup`. */
+export interface ApiKeyConsumer {
+  id: string
+  scopes?: readonly string[]
+  claims?: ConsumerClaims
 }
 
 declare module 'fastify' {
@@ -45,4 +88,81 @@ declare module 'fastify' {
     /** fastify-gateway policy for this route. */
     gateway?: GatewayRoutePolicy
   }
+  interface FastifyRequest {
+    /** The verified caller, set by the auth plugin; null on public routes and before auth. */
+    consumer: Consumer | null
+  }
+}
+
+/** Signature algorithms a JWKS issuer may be pinned to (never `none`, never HMAC). */
+export type AsymmetricAlgorithm = 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512' | 'ES256' | 'ES384' | 'ES512' | 'EdDSA'
+
+/** One issuer whose keys come from its JWKS. */
+export interface JwksIssuerOptions {
+  /** The exact `iss` value; also where discovery looks (`/.well-known/openid-configuration`). */
+  issuer: string
+  /** JWKS URL; discovered from the issuer when absent. */
+  jwksUri?: string
+  /** Algorithms accepted for this issuer. Default `['RS256']`. */
+  algorithms?: readonly AsymmetricAlgorithm[]
+  /** Audience for this issuer's tokens, overriding `jwt.audience`. */
+  audience?: string | readonly string[]
+}
+
+/** Bearer JWTs: an HMAC secret, one or more JWKS issuers, or both. */
+export interface AuthJwtOptions {
+  /** HMAC secret (at least 32 bytes) for HS256/384/512 tokens. */
+  secret?: string | Buffer
+  /** With `secret`: the `iss` HMAC tokens must carry. Without: one JWKS issuer (shorthand for `issuers`). */
+  issuer?: string
+  /** JWKS URL of the `issuer` shorthand; discovered when absent. */
+  jwksUri?: string
+  /** JWKS issuers, each with its own pinned algorithms. */
+  issuers?: readonly JwksIssuerOptions[]
+  /** Algorithms of `secret` (default `['HS256']`) or of the `issuer` shorthand (default `['RS256']`). */
+  algorithms?: readonly string[]
+  /** Required audience (`aud` must contain one of them). */
+  audience?: string | readonly string[]
+  /** Leeway for `exp`/`nbf`. Default 30 s, at most 60 s. */
+  clockTolerance?: Duration
+  /** Longest token accepted, in bytes, checked before decoding. Default 8 KiB. */
+  maxTokenSize?: number
+  /** Claim holding the scopes. Default `scope` (space-separated), then `scp`. */
+  scopeClaim?: string
+  /** JWKS fetching: timeout (2 s), ttl (10 min), staleFor (10 min), refetchInterval (30 s). */
+  jwks?: { timeout?: Duration, ttl?: Duration, staleFor?: Duration, refetchInterval?: Duration }
+  /** Verified tokens cached (each until `exp`, at most 1 min). Default 10,000. */
+  cacheSize?: number
+}
+
+/** API keys from a header (or, opted in, a query parameter). */
+export interface AuthApiKeyOptions {
+  /** Header carrying the key. Default `x-api-key`. */
+  header?: string
+  /** Query parameter carrying the key; off by default (keys in URLs end up in logs). */
+  query?: string | false
+  /** Consumers by the SHA-256 hex digest of their key: keys are never configured in clear. */
+  keys?: Record<string, ApiKeyConsumer>
+  /** Look a key up (e.g. in a database); return null for an unknown key. */
+  lookup?: (key: string) => Promise<ApiKeyConsumer | null | undefined>
+  /** How long a lookup result is reused. Default 30 s. */
+  cacheTtl?: Duration
+  /** Lookup results kept. Default 10,000. */
+  cacheSize?: number
+  /** A lookup slower than this answers 503. Default 2 s. */
+  lookupTimeout?: Duration
+}
+
+/** Options of the auth plugin: every route needs a credential unless it is public. */
+export interface AuthOptions {
+  jwt?: AuthJwtOptions
+  apiKeys?: AuthApiKeyOptions
+  /** Public routes by registered pattern: `'GET /health'`, `'/docs/*'`. */
+  public?: readonly string[]
+  /** `realm` of `WWW-Authenticate`. Default `api`. */
+  realm?: string
+  /** Headers set for the upstream after auth. Defaults `x-consumer-id`, `x-consumer-scopes`; `claims` maps claim → header. */
+  identityHeaders?: { id?: string, scopes?: string, claims?: Record<string, string> }
+  /** Forward the client's credential to the upstream. Default false: it is removed. */
+  forwardCredentials?: boolean
 }

@@ -3,8 +3,11 @@
  * With no upstream URL configured, starts the demo upstreams in this process (`npm run demo`).
  *
  *   PORT (3000), HOST (127.0.0.1), LOG_LEVEL (info),
- *   USERS_URL, ORDERS_URLS (comma-separated), PAYMENTS_URL
+ *   USERS_URL, ORDERS_URLS (comma-separated), PAYMENTS_URL,
+ *   DEMO_API_KEY (an API key accepted with every scope; default "demo-key-change-me"),
+ *   JWT_SECRET (optional, ≥ 32 bytes: accept HS256 Bearer tokens with audience "minimal-gateway")
  */
+import { createHash } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { buildGateway, type GatewayConfig } from './gateway.js'
@@ -64,7 +67,15 @@ async function main (): Promise<void> {
   const port = portFromEnv(process.env.PORT)
   const host = process.env.HOST ?? '127.0.0.1'
   const { upstreams, demo } = await resolveUpstreams()
-  const app = await buildGateway({ upstreams, logger: { level: process.env.LOG_LEVEL ?? 'info' } })
+  const apiKey = process.env.DEMO_API_KEY ?? 'demo-key-change-me'
+  // Keys are configured by digest, never in clear.
+  const apiKeys = { [createHash('sha256').update(apiKey).digest('hex')]: { id: 'demo-client', scopes: ['payments'] } }
+  const app = await buildGateway({
+    upstreams,
+    apiKeys,
+    jwtSecret: process.env.JWT_SECRET,
+    logger: { level: process.env.LOG_LEVEL ?? 'info', redact: ['req.headers.authorization', 'req.headers["x-api-key"]'] }
+  })
   shutDownOnSignals(app, demo)
   await app.listen({ port, host })
 
@@ -73,11 +84,13 @@ async function main (): Promise<void> {
   const base = `http://${shownHost}:${bound}`
   console.log(`fastify-gateway example listening on ${base}${demo === undefined ? '' : ' (demo upstreams)'}`)
   console.log('try:')
-  console.log(`  curl -i ${base}/health`)
-  console.log(`  curl -i ${base}/api/v1/users/1`)
-  console.log(`  curl -i -H 'x-request-id: my-trace-1' '${base}/api/v1/users?page=2'`)
-  console.log(`  curl -i ${base}/api/v1/orders   # twice: orders-1, then orders-2`)
-  console.log(`  curl -i ${base}/api/v1/payments`)
+  const key = `-H 'x-api-key: ${apiKey}'`
+  console.log(`  curl -i ${base}/health                         # public`)
+  console.log(`  curl -i ${base}/api/v1/users/1                 # 401: no credential`)
+  console.log(`  curl -i ${key} ${base}/api/v1/users/1`)
+  console.log(`  curl -i ${key} -H 'x-request-id: my-trace-1' '${base}/api/v1/users?page=2'`)
+  console.log(`  curl -i ${key} ${base}/api/v1/orders   # twice: orders-1, then orders-2`)
+  console.log(`  curl -i ${key} ${base}/api/v1/me`)
 }
 
 main().catch((err: unknown) => {

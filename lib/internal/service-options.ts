@@ -1,9 +1,9 @@
 /** Validates the `services` table once, at registration, into frozen, ready-to-use records. */
 import type { HTTPMethods } from 'fastify'
 import { InvalidOptionError } from '../errors.js'
-import type { GatewayServiceOptions } from '../types.js'
+import type { GatewayRoutePolicy, GatewayServiceOptions } from '../types.js'
 import { toMilliseconds } from './duration.js'
-import { isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys } from './options.js'
+import { isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys, stringList } from './options.js'
 import { isCanonicalRequestTarget, REFUSED_METHODS } from './request-target.js'
 
 export const SERVICE_DEFAULTS = Object.freeze({
@@ -13,7 +13,7 @@ export const SERVICE_DEFAULTS = Object.freeze({
   connections: 128
 })
 
-const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections'] as const
+const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'public', 'auth', 'scopes'] as const
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 // Static path segments only: find-my-way reads ":" and "*" as parameters.
 const STATIC_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()+,=@]+)*$/
@@ -36,6 +36,8 @@ export interface ResolvedService {
   readonly bodyLimit: number
   readonly connections: number
   readonly ca: ReadonlyArray<string | Buffer> | undefined
+  /** Route policy for the service's routes; the auth plugin validates it like any `config.gateway`. */
+  readonly policy: Readonly<GatewayRoutePolicy>
 }
 
 function staticPath (value: unknown, path: string, { allowEmpty }: { allowEmpty: boolean }): string {
@@ -112,7 +114,13 @@ function resolveService (name: string, input: unknown): ResolvedService {
     timeouts: timeouts(input.timeout, `${path}.timeout`),
     bodyLimit: positiveInteger(input.bodyLimit, `${path}.bodyLimit`, SERVICE_DEFAULTS.bodyLimit),
     connections: positiveInteger(input.connections, `${path}.connections`, SERVICE_DEFAULTS.connections),
-    ca: certificates(input.ca, `${path}.ca`)
+    ca: certificates(input.ca, `${path}.ca`),
+    policy: Object.freeze({
+      service: name,
+      ...(input.public === undefined ? {} : { public: input.public as boolean }),
+      ...(input.auth === undefined ? {} : { auth: input.auth as GatewayRoutePolicy['auth'] }),
+      ...(input.scopes === undefined ? {} : { scopes: Object.freeze(stringList(input.scopes, `${path}.scopes`)) })
+    })
   })
 }
 

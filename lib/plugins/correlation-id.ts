@@ -20,8 +20,9 @@ const DEFAULTS = { header: 'x-request-id' } as const
 // Bounded length and a charset that cannot break a log line, a header or a query (hono's request-id
 // middleware does the same): anything else is replaced, never trusted.
 const ACCEPTABLE_ID = /^[A-Za-z0-9._:+=-]{1,128}$/
-// https://www.w3.org/TR/trace-context/#traceparent-header-field-values
-const TRACEPARENT = /^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/
+// https://www.w3.org/TR/trace-context/#traceparent-header-field-values — version 00 is exactly four
+// fields; a later version may append fields, which a version-00 reader must accept (§ 3.2.4).
+const TRACEPARENT = /^(?:00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}|(?!00|ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(?:-[\x21-\x7e]*)?)$/
 
 // Symbol.for, so that the marker survives the dual ESM/CJS package hazard.
 const kIdAssigned = Symbol.for('fastify-gateway.request-id-assigned')

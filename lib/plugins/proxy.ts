@@ -59,27 +59,32 @@ function createAgent (service: ResolvedService): Agent {
   })
 }
 
-function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: AnyReply): void {
+/**
+ * A redirect into the upstream itself (`http://10.0.3.7:8001/base/users/2`) would hand the client
+ * an internal address: map it back under the service prefix, as nginx's `proxy_redirect default`.
+ */
+function clientLocation (location: string, prefix: string, bases: ReadonlyArray<{ origin: string, path: string }>): string {
+  for (const base of bases) {
+    for (const start of [base.origin + base.path, base.path]) {
+      if (start === '' || !location.startsWith(start)) continue
+      const rest = location.slice(start.length)
+      if (rest === '' || rest[0] === '/' || rest[0] === '?') return (prefix + rest) || '/'
+    }
+  }
+  return location
+}
+
+function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: AnyReply, prefix: string, bases: ReadonlyArray<{ origin: string, path: string }>): void {
   const nominated = headers.connection === undefined ? undefined : connectionTokens(headers.connection)
   for (const name in headers) {
     if (HOP_BY_HOP.has(name) || nominated?.includes(name) === true) continue
-    reply.header(name, headers[name])
+    const value = headers[name]
+    reply.header(name, name === 'location' && typeof value === 'string' ? clientLocation(value, prefix, bases) : value)
   }
 }
 
 /** What reply-from actually passes to `onResponse` (its typings say ServerResponse). */
 interface UpstreamResponse { headers: IncomingHttpHeaders, stream: Readable }
-
-function sendUpstreamResponse (_request: unknown, reply: AnyReply, response: unknown): void {
-  const res = response as UpstreamResponse
-  // reply-from calls this even after it answered an invalid upstream status itself.
-  if (reply.sent) {
-    res.stream.destroy()
-    return
-  }
-  copyUpstreamHeaders(res.headers, reply)
-  reply.send(res.stream)
-}
 
 function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }): void {
   const code = classifyUpstreamError(error)
@@ -122,7 +127,16 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       return headers
     },
     rewriteHeaders: () => NO_HEADERS,
-    onResponse: sendUpstreamResponse,
+    onResponse (_request, reply, response) {
+      const res = response as unknown as UpstreamResponse
+      // reply-from calls this even after it answered an invalid upstream status itself.
+      if (reply.sent) {
+        res.stream.destroy()
+        return
+      }
+      copyUpstreamHeaders(res.headers, reply, prefix, bases)
+      reply.send(res.stream)
+    },
     onError: answerUpstreamFailure,
     retryDelay: neverRetry
   }
@@ -149,7 +163,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     const route = {
       method: [...service.methods],
       handler: proxyToUpstream,
-      config: { gateway: { service: service.name } },
+      config: { gateway: service.policy },
       logSerializers: { err: serializeUpstreamError }
     }
     instance.route({ ...route, url: prefix === '' ? '/' : prefix })

@@ -28,8 +28,9 @@ function normalizeRequestGuardOptions (input: unknown): Readonly<{ identityHeade
   rejectUnknownKeys(options, ['identityHeaders'], 'requestGuard')
   const names = new Set<string>()
   const configured = stringList(options.identityHeaders, 'requestGuard.identityHeaders')
-  for (const [i, name] of [...DEFAULT_IDENTITY_HEADERS, ...configured].entries()) {
-    for (const spelling of separatorSpellings(headerName(name, `requestGuard.identityHeaders[${i}]`))) names.add(spelling)
+  const validated = configured.map((name, i) => headerName(name, `requestGuard.identityHeaders[${i}]`))
+  for (const name of [...DEFAULT_IDENTITY_HEADERS, ...validated]) {
+    for (const spelling of separatorSpellings(name)) names.add(spelling)
   }
   return Object.freeze({ identityHeaders: Object.freeze([...names]) })
 }
@@ -48,6 +49,9 @@ function separatorSpellings (name: string): string[] {
   return spellings
 }
 
+// RFC 9110 § 15.5.6: a 405 lists the methods the gateway can serve.
+const ALLOWED_METHODS = 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS'
+
 /** Node answers CONNECT itself, before Fastify: refuse it with the same problem document. */
 function refuseConnect (req: IncomingMessage, socket: Socket): void {
   const body = problemBody('GATEWAY_ERR_METHOD_NOT_ALLOWED', randomUUID())
@@ -55,7 +59,7 @@ function refuseConnect (req: IncomingMessage, socket: Socket): void {
     'HTTP/1.1 405 Method Not Allowed\r\n' +
     `content-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
     `content-length: ${Buffer.byteLength(body)}\r\n` +
-    'connection: close\r\n\r\n' + body)
+    `allow: ${ALLOWED_METHODS}\r\nconnection: close\r\n\r\n` + body)
   req.destroy()
 }
 
@@ -68,7 +72,7 @@ const requestGuardPlugin: FastifyPluginAsync<RequestGuardOptions> = async functi
     const raw = request.raw
     if (REFUSED_METHODS.has(raw.method ?? '')) {
       request.log.debug('refused method')
-      sendProblem(reply, 'GATEWAY_ERR_METHOD_NOT_ALLOWED')
+      sendProblem(reply, 'GATEWAY_ERR_METHOD_NOT_ALLOWED', { headers: { allow: ALLOWED_METHODS } })
       return
     }
     if (!isCanonicalRequestTarget(raw.url ?? '')) {

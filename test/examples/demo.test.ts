@@ -63,7 +63,7 @@ async function waitForExit (child: ChildProcess): Promise<{ code: number | null,
 }
 
 async function getJson (url: string): Promise<{ status: number, requestId: string | null, body: any }> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(5_000) })
+  const res = await fetch(url, { signal: AbortSignal.timeout(5_000), headers: { 'x-api-key': 'demo-key-change-me' } })
   return { status: res.status, requestId: res.headers.get('x-request-id'), body: await res.json() }
 }
 

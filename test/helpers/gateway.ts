@@ -8,8 +8,9 @@ export interface TestGateway {
   logs: string[]
 }
 
+/** Foundation suites test the proxy alone: `auth` defaults to false here, never in the library. */
 export async function buildTestGateway (
-  options: GatewayOptions,
+  options: Omit<GatewayOptions, 'auth'> & { auth?: GatewayOptions['auth'] },
   serverOptions: FastifyServerOptions = {},
   { recommendedServerOptions = true }: { recommendedServerOptions?: boolean } = {}
 ): Promise<TestGateway> {
@@ -19,7 +20,7 @@ export async function buildTestGateway (
     ...(recommendedServerOptions ? gatewayServerOptions({ requestIdHeader: options.correlationId?.header }) : {}),
     ...serverOptions
   })
-  await app.register(gateway, options)
+  await app.register(gateway, { auth: false, ...options })
   return { app, logs }
 }
 

@@ -30,7 +30,7 @@ t.test('composed by hand in the right order, the plugins serve like the umbrella
 
 t.test('the umbrella runs correlation id, then the guard, then the proxy', async (t) => {
   const app = Fastify()
-  await app.register(gateway, { services: { s: { upstream: upstream.url, prefix: '/s' } } })
+  await app.register(gateway, { auth: false, services: { s: { upstream: upstream.url, prefix: '/s' } } })
   t.teardown(() => app.close())
   // The guard's 400 carries the id chosen by correlation-id: correlation-id ran first.
   const refused = await app.inject({ url: '/s/a%2Fb', headers: { 'x-request-id': 'order-1' } })
@@ -45,7 +45,7 @@ t.test('the umbrella runs correlation id, then the guard, then the proxy', async
 t.test('the team\'s own routes get the guard too, before and after the gateway', async (t) => {
   const app = Fastify()
   app.get('/before/*', async () => 'before')
-  await app.register(gateway)
+  await app.register(gateway, { auth: false })
   app.get('/after/*', async () => 'after')
   t.teardown(() => app.close())
   t.equal((await app.inject({ url: '/before/a%2Fb' })).statusCode, 400)
@@ -55,24 +55,25 @@ t.test('the team\'s own routes get the guard too, before and after the gateway',
 })
 
 const invalid: Array<[string, unknown, string]> = [
-  ['unknown top-level option', { servics: {} }, 'servics'],
-  ['service without upstream', { services: { a: { prefix: '/a' } } }, 'services.a.upstream'],
-  ['upstream with a bad scheme', { services: { a: { upstream: 'ftp://x', prefix: '/a' } } }, 'services.a.upstream'],
-  ['upstream with credentials', { services: { a: { upstream: 'http://u:p@x', prefix: '/a' } } }, 'services.a.upstream'],
-  ['one bad upstream of several', { services: { a: { upstream: ['http://x', 'nope'], prefix: '/a' } } }, 'services.a.upstream[1]'],
-  ['prefix without leading slash', { services: { a: { upstream: 'http://x', prefix: 'a' } } }, 'services.a.prefix'],
-  ['prefix with a parameter', { services: { a: { upstream: 'http://x', prefix: '/a/:id' } } }, 'services.a.prefix'],
-  ['prefix with a dot segment', { services: { a: { upstream: 'http://x', prefix: '/a/../b' } } }, 'services.a.prefix'],
-  ['prefix with a trailing slash', { services: { a: { upstream: 'http://x', prefix: '/a/' } } }, 'services.a.prefix'],
-  ['two services on one prefix', { services: { a: { upstream: 'http://x', prefix: '/a' }, b: { upstream: 'http://y', prefix: '/a' } } }, 'services.b.prefix'],
-  ['bad duration', { services: { a: { upstream: 'http://x', prefix: '/a', timeout: '10 parsecs' } } }, 'services.a.timeout'],
-  ['negative duration', { services: { a: { upstream: 'http://x', prefix: '/a', timeout: { headers: -1 } } } }, 'services.a.timeout.headers'],
-  ['TRACE method', { services: { a: { upstream: 'http://x', prefix: '/a', methods: ['GET', 'TRACE'] } } }, 'services.a.methods[1]'],
-  ['bodyLimit not an integer', { services: { a: { upstream: 'http://x', prefix: '/a', bodyLimit: 1.5 } } }, 'services.a.bodyLimit'],
-  ['unknown service option', { services: { a: { upstream: 'http://x', prefix: '/a', retries: 3 } } }, 'services.a.retries'],
-  ['bad service name', { services: { 'a b': { upstream: 'http://x', prefix: '/a' } } }, 'services.a b'],
-  ['bad identity header', { identityHeaders: ['x bad'] }, 'requestGuard.identityHeaders[2]'],
-  ['bad request id header', { correlationId: { header: 'x:bad' } }, 'correlationId.header']
+  ['auth left out (secure by default)', { services: {} }, 'auth'],
+  ['unknown top-level option', { auth: false, servics: {} }, 'servics'],
+  ['service without upstream', { auth: false, services: { a: { prefix: '/a' } } }, 'services.a.upstream'],
+  ['upstream with a bad scheme', { auth: false, services: { a: { upstream: 'ftp://x', prefix: '/a' } } }, 'services.a.upstream'],
+  ['upstream with credentials', { auth: false, services: { a: { upstream: 'http://u:p@x', prefix: '/a' } } }, 'services.a.upstream'],
+  ['one bad upstream of several', { auth: false, services: { a: { upstream: ['http://x', 'nope'], prefix: '/a' } } }, 'services.a.upstream[1]'],
+  ['prefix without leading slash', { auth: false, services: { a: { upstream: 'http://x', prefix: 'a' } } }, 'services.a.prefix'],
+  ['prefix with a parameter', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a/:id' } } }, 'services.a.prefix'],
+  ['prefix with a dot segment', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a/../b' } } }, 'services.a.prefix'],
+  ['prefix with a trailing slash', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a/' } } }, 'services.a.prefix'],
+  ['two services on one prefix', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a' }, b: { upstream: 'http://y', prefix: '/a' } } }, 'services.b.prefix'],
+  ['bad duration', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', timeout: '10 parsecs' } } }, 'services.a.timeout'],
+  ['negative duration', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', timeout: { headers: -1 } } } }, 'services.a.timeout.headers'],
+  ['TRACE method', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', methods: ['GET', 'TRACE'] } } }, 'services.a.methods[1]'],
+  ['bodyLimit not an integer', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', bodyLimit: 1.5 } } }, 'services.a.bodyLimit'],
+  ['unknown service option', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', retries: 3 } } }, 'services.a.retries'],
+  ['bad service name', { auth: false, services: { 'a b': { upstream: 'http://x', prefix: '/a' } } }, 'services.a b'],
+  ['bad identity header', { auth: false, identityHeaders: ['x bad'] }, 'identityHeaders[0]'],
+  ['bad request id header', { auth: false, correlationId: { header: 'x:bad' } }, 'correlationId.header']
 ]
 
 for (const [label, options, path] of invalid) {
@@ -89,6 +90,7 @@ for (const [label, options, path] of invalid) {
 
 t.test('valid options are accepted and never mutated', async (t) => {
   const options = {
+    auth: false,
     correlationId: { header: 'X-Request-Id' },
     identityHeaders: ['x-tenant'],
     services: {

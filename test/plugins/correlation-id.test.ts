@@ -77,6 +77,8 @@ t.test('a valid traceparent and its tracestate pass through; an invalid one is d
     t.equal(upstream.requests.at(-1)?.headers.tracestate, undefined)
   }
   t.equal(isValidTraceparent(valid), true)
+  t.equal(isValidTraceparent('01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future'), true, 'a later version may add fields')
+  t.equal(isValidTraceparent(`${valid}-extra`), false, 'version 00 may not')
   t.equal(isValidTraceparent(valid.toUpperCase()), false, 'upper-case hex is invalid per W3C')
 })
 

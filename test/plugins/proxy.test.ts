@@ -157,3 +157,18 @@ t.test('responses are streamed back with their status, headers and body', async 
   t.equal(response.rawPayload.length, big.length)
   t.same(response.headers['set-cookie'], ['a=1', 'b=2'])
 })
+
+t.test('a redirect into the upstream itself is mapped back under the service prefix', async (t) => {
+  const cases: Array<[string, string, string]> = [
+    ['/legacy/1', `${upstream.url}/v2/accounts/2?x=1`, '/legacy/2?x=1'],
+    ['/legacy/1', '/v2/accounts', '/legacy'],
+    ['/api/v1/users/1', `${upstream.url}/login`, '/api/v1/users/login'],
+    ['/api/v1/users/1', 'https://id.example.com/authorize', 'https://id.example.com/authorize'],
+    ['/legacy/1', '/v2/accountsx', '/v2/accountsx']
+  ]
+  for (const [url, location, expected] of cases) {
+    upstream.failNext(1, { status: 302, headers: { location } })
+    const response = await app.inject({ url })
+    t.equal(response.headers.location, expected, `${location} → ${expected}`)
+  }
+})

@@ -91,6 +91,7 @@ for (const [label, target, status, code] of refusedTargets) {
 t.test('CONNECT is refused with 405 and never tunnelled', async (t) => {
   const response = await rawRequest(port, `CONNECT ${E()} HTTP/1.1\r\nHost: ${E()}\r\n\r\n`)
   t.equal(response.status, 405)
+  t.match(response.headers.allow, /GET/, 'a 405 lists the allowed methods')
   t.equal(JSON.parse(response.body).code, 'GATEWAY_ERR_METHOD_NOT_ALLOWED')
   await assertNotForwarded(t, 'CONNECT')
 })
@@ -101,6 +102,7 @@ for (const [method, status, code] of [['TRACE', 405, 'GATEWAY_ERR_METHOD_NOT_ALL
     const response = await rawRequest(port, rawGet('/public/x', ['Authorization: Bearer secret-token'], method))
     t.equal(response.status, status)
     t.equal(JSON.parse(response.body).code, code)
+    if (status === 405) t.match(response.headers.allow, /GET/, 'a 405 lists the allowed methods')
     t.notMatch(response.body, 'secret-token')
     await assertNotForwarded(t, method)
   })

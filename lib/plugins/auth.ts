@@ -1,0 +1,227 @@
+/**
+ * auth: every route needs a credential unless it is public. Runs as an instance-level onRequest
+ * hook (after the request guard and CORS), so routes registered before the gateway, in child
+ * contexts or by other plugins (`/metrics`, `/docs`) are protected like the rest; unknown paths
+ * stay 404. Each route's policy is resolved once — in onRoute, or on its first request for routes
+ * that existed before this plugin — never re-read from options per request.
+ */
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import { InvalidOptionError, sendProblem } from '../errors.js'
+import { createApiKeyVerifier, KeyLookupUnavailableError } from '../internal/api-keys.js'
+import { resolveAuthOptions, type PublicRoutePattern, type ResolvedAuthOptions } from '../internal/auth-options.js'
+import { createTokenVerifier, KeysUnavailableError, TokenRejectedError } from '../internal/jwt.js'
+import type { AuthOptions, Consumer, GatewayRoutePolicy } from '../types.js'
+
+/** What a route requires, per method. */
+interface AuthPolicy {
+  readonly mode: 'public' | 'required' | 'optional'
+  readonly scopes: readonly string[]
+}
+type RoutePolicies = Readonly<Record<string, AuthPolicy>>
+
+const kAuthPolicies = Symbol('fastify-gateway.auth-policies')
+const ANONYMOUS: Consumer = Object.freeze({ id: 'anonymous', kind: 'anonymous', scopes: Object.freeze([]), claims: Object.freeze({}) })
+const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i
+
+function matchesPublic (patterns: readonly PublicRoutePattern[], method: string, url: string): boolean {
+  return patterns.some((pattern) =>
+    (pattern.methods === undefined || pattern.methods.has(method)) &&
+    (pattern.below ? url.startsWith(`${pattern.path}/`) : url === pattern.path))
+}
+
+/** Validates `config.gateway`'s auth fields; throws GATEWAY_ERR_INVALID_OPTION naming the route. */
+function resolveRoutePolicies (patterns: readonly PublicRoutePattern[], methods: string | string[], url: string, gateway: GatewayRoutePolicy | undefined): RoutePolicies {
+  const where = `config.gateway of ${url}`
+  if (gateway?.public !== undefined && typeof gateway.public !== 'boolean') throw new InvalidOptionError(`${where}.public`, 'expected a boolean')
+  if (gateway?.auth !== undefined && gateway.auth !== 'required' && gateway.auth !== 'optional') throw new InvalidOptionError(`${where}.auth`, 'expected "required" or "optional"')
+  const scopes = gateway?.scopes ?? []
+  if (!Array.isArray(scopes) || !scopes.every((scope) => typeof scope === 'string' && scope.length > 0)) throw new InvalidOptionError(`${where}.scopes`, 'expected an array of scope strings')
+  const policies: Record<string, AuthPolicy> = {}
+  for (const method of Array.isArray(methods) ? methods : [methods]) {
+    const mode = gateway?.public === true || matchesPublic(patterns, method, url) ? 'public' : gateway?.auth ?? 'required'
+    policies[method] = Object.freeze({ mode, scopes: Object.freeze([...scopes]) })
+  }
+  return Object.freeze(policies)
+}
+
+function challenge (options: ResolvedAuthOptions, error: 'invalid_token' | 'insufficient_scope' | undefined): string {
+  const challenges: string[] = []
+  if (options.jwt !== undefined) challenges.push(`Bearer realm="${options.realm}"${error === undefined ? '' : `, error="${error}"`}`)
+  if (options.apiKeys !== undefined && error !== 'insufficient_scope') challenges.push(`ApiKey realm="${options.realm}", header="${options.apiKeys.header}"`)
+  return challenges.join(', ')
+}
+
+const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify, input) {
+  const options = resolveAuthOptions(input)
+  const verifyToken = options.jwt === undefined ? undefined : createTokenVerifier(options.jwt, fastify.log)
+  const verifyApiKey = options.apiKeys === undefined ? undefined : createApiKeyVerifier(options.apiKeys)
+  const { id: idHeader, scopes: scopesHeader, claims: claimHeaders } = options.identityHeaders
+  const apiKeyHeader = options.apiKeys?.header
+  const apiKeyQuery = options.apiKeys?.query
+  const challenges = {
+    missing: challenge(options, undefined),
+    invalid: challenge(options, 'invalid_token'),
+    scope: challenge(options, 'insufficient_scope')
+  }
+  const lazilyResolved = new WeakMap<object, RoutePolicies>()
+  const publicRoutes: string[] = []
+
+  fastify.decorateRequest('consumer', null)
+
+  fastify.addHook('onRoute', function resolveAuthPolicy (route: RouteOptions) {
+    const policies = resolveRoutePolicies(options.publicRoutes, route.method, route.url, route.config?.gateway)
+    for (const [method, policy] of Object.entries(policies)) if (policy.mode === 'public') publicRoutes.push(`${method} ${route.url}`)
+    // A new config object (the caller's is never mutated); Fastify copies it into the route context.
+    route.config = { ...route.config, [kAuthPolicies]: policies } as typeof route.config
+  })
+
+  fastify.addHook('onReady', function logPublicRoutes (done) {
+    fastify.log.info({ publicRoutes }, 'gateway: routes reachable without a credential')
+    done()
+  })
+
+  function policyOf (request: FastifyRequest): AuthPolicy | undefined {
+    const config = request.routeOptions.config as Record<PropertyKey, unknown> & { url?: string, method?: string | string[], gateway?: GatewayRoutePolicy }
+    if (config.url === undefined) return undefined // 404: unknown paths stay 404
+    let policies = config[kAuthPolicies] as RoutePolicies | undefined
+    if (policies === undefined) {
+      // A route registered before this plugin: resolved once, on its first request.
+      policies = lazilyResolved.get(config)
+      if (policies === undefined) {
+        policies = resolveRoutePolicies(options.publicRoutes, config.method ?? request.method, config.url, config.gateway)
+        lazilyResolved.set(config, policies)
+      }
+    }
+    return policies[request.method]
+  }
+
+  function refuse (request: FastifyRequest, reply: FastifyReply, reason: string, challengeValue: string): void {
+    request.log.debug({ reason }, 'credential refused')
+    sendProblem(reply, 'GATEWAY_ERR_UNAUTHENTICATED', { headers: { 'www-authenticate': challengeValue } })
+  }
+
+  function admit (request: FastifyRequest, reply: FastifyReply, policy: AuthPolicy, consumer: Consumer, done: () => void): void {
+    for (const scope of policy.scopes) {
+      if (!consumer.scopes.includes(scope)) {
+        request.log.debug({ consumer: consumer.id, scope }, 'scope missing')
+        sendProblem(reply, 'GATEWAY_ERR_FORBIDDEN', consumer.kind === 'jwt' ? { headers: { 'www-authenticate': challenges.scope } } : undefined)
+        return
+      }
+    }
+    request.consumer = consumer
+    if (consumer.kind !== 'anonymous') {
+      const headers = request.raw.headers
+      headers[idHeader] = consumer.id
+      headers[scopesHeader] = consumer.scopes.join(' ')
+      for (const [claim, header] of claimHeaders) {
+        const value = consumer.claims[claim]
+        if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') headers[header] = String(value)
+      }
+    }
+    done()
+  }
+
+  function settle (request: FastifyRequest, reply: FastifyReply, policy: AuthPolicy, done: () => void, result: Consumer | null | Promise<Consumer | null>, kind: 'token' | 'key'): void {
+    const onConsumer = (consumer: Consumer | null): void => {
+      if (consumer === null) refuse(request, reply, 'unknown API key', challenges.invalid)
+      else admit(request, reply, policy, consumer, done)
+    }
+    const onError = (error: unknown): void => {
+      if (error instanceof KeysUnavailableError || error instanceof KeyLookupUnavailableError) {
+        request.log.debug({ kind }, 'credential could not be checked')
+        sendProblem(reply, 'GATEWAY_ERR_AUTH_UNAVAILABLE')
+      } else {
+        refuse(request, reply, error instanceof TokenRejectedError ? error.reason : (error as { code?: string }).code ?? 'invalid', challenges.invalid)
+      }
+    }
+    if (result instanceof Promise) result.then(onConsumer, onError)
+    else onConsumer(result)
+  }
+
+  fastify.addHook('onRequest', function authenticate (request, reply, done) {
+    const policy = policyOf(request)
+    if (policy === undefined || policy.mode === 'public') {
+      done()
+      return
+    }
+    const headers = request.raw.headers
+    // Remove client copies again: the auth plugin may be composed without the request guard.
+    delete headers[idHeader]
+    delete headers[scopesHeader]
+    for (const [, header] of claimHeaders) delete headers[header]
+
+    const bearer = typeof headers.authorization === 'string' ? BEARER.exec(headers.authorization)?.[1] : undefined
+    let key = apiKeyHeader === undefined ? undefined : headers[apiKeyHeader]
+    if (key === undefined && apiKeyQuery !== undefined) key = takeQueryParameter(request, apiKeyQuery)
+    if (!options.forwardCredentials) {
+      if (bearer !== undefined) delete headers.authorization
+      if (apiKeyHeader !== undefined) delete headers[apiKeyHeader]
+    }
+
+    if (bearer !== undefined && verifyToken !== undefined) {
+      let result
+      try {
+        result = verifyToken(bearer)
+      } catch (error) {
+        refuse(request, reply, error instanceof TokenRejectedError ? error.reason : 'invalid', challenges.invalid)
+        return
+      }
+      settle(request, reply, policy, done, result, 'token')
+    } else if (key !== undefined && verifyApiKey !== undefined) {
+      if (typeof key !== 'string') {
+        refuse(request, reply, 'several API keys', challenges.invalid)
+        return
+      }
+      settle(request, reply, policy, done, verifyApiKey(key), 'key')
+    } else if (policy.mode === 'optional') {
+      admit(request, reply, policy, ANONYMOUS, done)
+    } else {
+      refuse(request, reply, 'no credential', challenges.missing)
+    }
+  })
+}
+
+function safeDecode (value: string): string {
+  try {
+    return decodeURIComponent(value)
+  } catch {
+    return value
+  }
+}
+
+/** Reads and removes an API-key query parameter from the raw URL, so it is never forwarded. */
+function takeQueryParameter (request: FastifyRequest, name: string): string | undefined {
+  const url = request.raw.url as string
+  const queryStart = url.indexOf('?')
+  if (queryStart === -1) return undefined
+  let value: string | undefined
+  const kept = url.slice(queryStart + 1).split('&').filter((pair) => {
+    const [key, raw = ''] = pair.split('=', 2)
+    if (key !== name) return true
+    value ??= safeDecode(raw.replace(/\+/g, ' '))
+    return false
+  })
+  request.raw.url = kept.length === 0 ? url.slice(0, queryStart) : `${url.slice(0, queryStart)}?${kept.join('&')}`
+  return value
+}
+
+/**
+ * Protects every route unless it is public: Bearer JWTs (HMAC secret or JWKS issuers, algorithms
+ * pinned per key source) and API keys; scopes → 403; the verified identity sent upstream.
+ *
+ * @example
+ * ```ts
+ * await app.register(auth, {
+ *   jwt: { issuer: 'https://id.example.com/', audience: 'orders-api' },
+ *   apiKeys: { lookup: async (key) => findConsumerByKey(key) },
+ *   public: ['GET /health', '/docs/*']
+ * })
+ * app.get('/api/v1/me', { config: { gateway: { scopes: ['profile:read'] } } }, async (req) => req.consumer)
+ * ```
+ */
+export const auth = fp(authPlugin, {
+  fastify: '5.x',
+  name: 'fastify-gateway.auth',
+  dependencies: ['fastify-gateway.correlation-id', 'fastify-gateway.request-guard']
+})
