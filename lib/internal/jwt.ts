@@ -53,9 +53,12 @@ export function scopesOf (claims: Record<string, unknown>, claim: string | undef
 }
 
 export function createTokenVerifier (options: ResolvedJwtOptions, log: FastifyBaseLogger): (token: string) => Consumer | Promise<Consumer> {
+  // fast-jwt checks allowedIss/allowedAud only when the claim is present: a configured check makes
+  // the claim required, or a token without `aud` would pass an audience check.
+  const required = (...claims: Array<string | false>): string[] => ['exp', ...claims.filter((claim): claim is string => claim !== false)]
   const shared: Omit<VerifierOptions, 'algorithms'> = {
     clockTolerance: options.clockToleranceMs,
-    requiredClaims: ['exp'],
+    requiredClaims: required(options.audience !== undefined && 'aud'),
     ...(options.audience === undefined ? {} : { allowedAud: [...options.audience] })
   }
   const secretVerifier: TokenVerifier | undefined = options.secret === undefined
@@ -65,6 +68,7 @@ export function createTokenVerifier (options: ResolvedJwtOptions, log: FastifyBa
       key: options.secret.key,
       algorithms: [...options.secret.algorithms],
       cache: false,
+      requiredClaims: required(options.audience !== undefined && 'aud', options.secret.issuer !== undefined && 'iss'),
       ...(options.secret.issuer === undefined ? {} : { allowedIss: [options.secret.issuer] })
     }) as TokenVerifier
   const sources = new Map(options.issuers.map((issuer) => [issuer.issuer, new JwksKeySource({
@@ -74,6 +78,7 @@ export function createTokenVerifier (options: ResolvedJwtOptions, log: FastifyBa
     verifierOptions: {
       ...shared,
       allowedIss: [issuer.issuer],
+      requiredClaims: required('iss', (issuer.audience ?? options.audience) !== undefined && 'aud'),
       ...(issuer.audience === undefined ? {} : { allowedAud: [...issuer.audience] })
     },
     timeoutMs: options.jwks.timeoutMs,
