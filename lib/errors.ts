@@ -15,10 +15,12 @@ export const GATEWAY_ERRORS = {
   GATEWAY_ERR_METHOD_NOT_ALLOWED: { status: 405, title: 'Method not allowed' },
   GATEWAY_ERR_REQUEST_TIMEOUT: { status: 408, title: 'Request timeout' },
   GATEWAY_ERR_BODY_TOO_LARGE: { status: 413, title: 'Request body too large' },
+  GATEWAY_ERR_RATE_LIMITED: { status: 429, title: 'Too many requests' },
   GATEWAY_ERR_HEADERS_TOO_LARGE: { status: 431, title: 'Request header fields too large' },
   GATEWAY_ERR_INTERNAL: { status: 500, title: 'Internal gateway error' },
   GATEWAY_ERR_UPSTREAM_UNAVAILABLE: { status: 502, title: 'Upstream unavailable' },
   GATEWAY_ERR_AUTH_UNAVAILABLE: { status: 503, title: 'Authentication unavailable' },
+  GATEWAY_ERR_RATE_LIMIT_STORE: { status: 503, title: 'Rate-limit store unavailable' },
   GATEWAY_ERR_UPSTREAM_TIMEOUT: { status: 504, title: 'Upstream timeout' }
 } as const satisfies Record<string, { status: number, title: string }>
 

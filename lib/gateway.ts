@@ -10,8 +10,9 @@ import { headerName, optionalObject, rejectUnknownKeys, stringList } from './int
 import { auth } from './plugins/auth.js'
 import { correlationId, type CorrelationIdOptions } from './plugins/correlation-id.js'
 import { proxy } from './plugins/proxy.js'
+import { rateLimit } from './plugins/rate-limit.js'
 import { requestGuard } from './plugins/request-guard.js'
-import type { AuthOptions, GatewayServiceOptions } from './types.js'
+import type { AuthOptions, GatewayServiceOptions, RateLimitOptions } from './types.js'
 
 /** Options of the {@link gateway} umbrella plugin. */
 export interface GatewayOptions {
@@ -22,6 +23,11 @@ export interface GatewayOptions {
    * pass `false` to run without authentication (e.g. behind another authenticating proxy).
    */
   auth: AuthOptions | false
+  /**
+   * Rate limits (see {@link rateLimit}): per consumer here, per service in `services`, per route in
+   * `config.gateway.rateLimit`. Counted in memory unless `store` is given. `false` removes the plugin.
+   */
+  rateLimit?: RateLimitOptions | false
   /** Extra headers only the gateway may set; `x-consumer-id` and `x-consumer-scopes` always are. */
   identityHeaders?: string[]
   /** Upstream services by name (see {@link proxy}). */
@@ -30,7 +36,7 @@ export interface GatewayOptions {
 
 const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway (fastify, input) {
   const options = optionalObject(input, '')
-  rejectUnknownKeys(options, ['correlationId', 'auth', 'identityHeaders', 'services'], '')
+  rejectUnknownKeys(options, ['correlationId', 'auth', 'rateLimit', 'identityHeaders', 'services'], '')
   const idOptions = optionalObject(options.correlationId, 'correlationId') as CorrelationIdOptions
   // Secure by default: leaving auth out is a boot error, not an open gateway.
   if (options.auth === undefined) throw new InvalidOptionError('auth', 'configure auth, or pass `auth: false` to run without authentication')
@@ -43,6 +49,8 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
   await fastify.register(correlationId, idOptions)
   await fastify.register(requestGuard, { identityHeaders })
   if (authOptions !== undefined) await fastify.register(auth, authOptions)
+  // Always registered (unless false): a limit declared on a service or route is never silently ignored.
+  if (options.rateLimit !== false) await fastify.register(rateLimit, (options.rateLimit ?? {}) as RateLimitOptions)
   if (options.services !== undefined) {
     await fastify.register(proxy, {
       services: options.services as Record<string, GatewayServiceOptions>,
@@ -53,7 +61,7 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
 
 /**
  * Registers the gateway's plugins in their one correct order: correlation id, request guard, auth,
- * proxy.
+ * rate limit, proxy.
  *
  * @example
  * ```ts

@@ -7,13 +7,15 @@ export { correlationId, requestIdGenerator, isValidTraceparent, type Correlation
 export { requestGuard, type RequestGuardOptions } from './plugins/request-guard.js'
 export { proxy, type ProxyOptions } from './plugins/proxy.js'
 export { auth } from './plugins/auth.js'
+export { rateLimit } from './plugins/rate-limit.js'
 export {
   GATEWAY_ERRORS, sendProblem, problemBody, InvalidOptionError, PROBLEM_CONTENT_TYPE,
   type GatewayErrorCode, type GatewayProblem
 } from './errors.js'
 export type {
   Duration, GatewayServiceOptions, GatewayTimeouts, GatewayRoutePolicy, Consumer, ConsumerClaims, ApiKeyConsumer,
-  AuthOptions, AuthJwtOptions, AuthApiKeyOptions, JwksIssuerOptions, AsymmetricAlgorithm
+  AuthOptions, AuthJwtOptions, AuthApiKeyOptions, JwksIssuerOptions, AsymmetricAlgorithm,
+  RateLimitOptions, RateLimitPolicy, RateLimitRedisClient
 } from './types.js'
 
 export default gateway

@@ -38,6 +38,8 @@ export interface GatewayServiceOptions {
   auth?: 'required' | 'optional'
   /** Scopes every route of the service requires. */
   scopes?: readonly string[]
+  /** A limit for the service's routes (see {@link RateLimitPolicy}); `false` exempts them from every limit. */
+  rateLimit?: RateLimitPolicy | false
 }
 
 /** Per-route gateway policy, declared next to the route in `config.gateway`. */
@@ -50,6 +52,48 @@ export interface GatewayRoutePolicy {
   scopes?: readonly string[]
   /** The service a proxied route belongs to (set by the proxy plugin on the routes it creates). */
   service?: string
+  /** A limit of this route on top of the consumer's and the service's; `false` exempts the route from every limit. */
+  rateLimit?: RateLimitPolicy | false
+}
+
+/** One rate limit: at most `max` requests per `window` (fixed window from a key's first hit). */
+export interface RateLimitPolicy {
+  /** Requests per window; a function gives plan tiers (called with the verified consumer, null when anonymous). */
+  max: number | ((consumer: Consumer | null) => number)
+  window: Duration
+  /** `'consumer'` (default): a bucket per consumer, or per client IP when anonymous; `'all'`: one bucket for every caller. */
+  by?: 'consumer' | 'all'
+  /** Count and report what would be blocked (log), but never block: how a new limit is rolled out. */
+  dryRun?: boolean
+}
+
+/** The subset of an ioredis client (`Redis` or `Cluster`) the rate-limit store uses. */
+export interface RateLimitRedisClient {
+  defineCommand: (name: string, definition: { numberOfKeys: number, lua: string }) => void
+}
+
+/** Options of the rate-limit plugin. */
+export interface RateLimitOptions {
+  /**
+   * Shared counters: an ioredis `Redis` or `Cluster` created by you (never closed by the gateway),
+   * ideally with `enableOfflineQueue: false`, `commandTimeout` ≈ 100 ms, `maxRetriesPerRequest: 1`.
+   * Counters live in this process's memory when absent.
+   */
+  store?: RateLimitRedisClient
+  /** One limit across all routes per consumer (per client IP when anonymous). */
+  perConsumer?: RateLimitPolicy
+  /** When the store fails or is slower than `storeTimeout`: `'open'` lets through, `'closed'` answers 503, `'local'` (default) counts in memory. */
+  onStoreError?: 'open' | 'closed' | 'local'
+  /** Longest wait for the store before the failure policy applies. Default 100 ms. */
+  storeTimeout?: Duration
+  /** After a store failure, requests skip the store for this long before it is tried again. Default 1 s. */
+  storeRetryInterval?: Duration
+  /** Counters kept in memory per limit (memory store, and the local fallback); the least recently used is evicted. Default 10,000. */
+  memoryKeys?: number
+  /** Also send `X-RateLimit-Limit/Remaining/Reset` of the most constrained limit. Default false. */
+  legacyHeaders?: boolean
+  /** Prefix of the Redis keys. Default `gateway-rl:`. */
+  keyPrefix?: string
 }
 
 /**

@@ -13,7 +13,7 @@ export const SERVICE_DEFAULTS = Object.freeze({
   connections: 128
 })
 
-const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'public', 'auth', 'scopes'] as const
+const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'public', 'auth', 'scopes', 'rateLimit'] as const
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 // Static path segments only: find-my-way reads ":" and "*" as parameters.
 const STATIC_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()+,=@]+)*$/
@@ -119,7 +119,8 @@ function resolveService (name: string, input: unknown): ResolvedService {
       service: name,
       ...(input.public === undefined ? {} : { public: input.public as boolean }),
       ...(input.auth === undefined ? {} : { auth: input.auth as GatewayRoutePolicy['auth'] }),
-      ...(input.scopes === undefined ? {} : { scopes: Object.freeze(stringList(input.scopes, `${path}.scopes`)) })
+      ...(input.scopes === undefined ? {} : { scopes: Object.freeze(stringList(input.scopes, `${path}.scopes`)) }),
+      ...(input.rateLimit === undefined ? {} : { rateLimit: input.rateLimit as GatewayRoutePolicy['rateLimit'] })
     })
   })
 }

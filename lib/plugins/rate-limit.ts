@@ -1,0 +1,205 @@
+/**
+ * rate-limit: per-consumer, per-service and per-route limits, composed on every request — the
+ * strictest decides — with @fastify/rate-limit as the counting engine (`createRateLimit` counts
+ * without replying). Runs as an instance-level onRequest hook after auth, so keys are the verified
+ * consumer (or the client IP as Fastify's trustProxy sees it), before any body is read.
+ *
+ * The store is the caller's Redis or this process's memory. Every store decision is bounded by
+ * `storeTimeout`; a failure applies `onStoreError` and the store is skipped for
+ * `storeRetryInterval`, then tried again: limiting through Redis resumes by itself.
+ */
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
+import fp from 'fastify-plugin'
+import { sendProblem } from '../errors.js'
+import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
+import type { GatewayRoutePolicy, RateLimitOptions } from '../types.js'
+
+type Check = ReturnType<FastifyInstance['createRateLimit']>
+type Counted = Extract<Awaited<ReturnType<Check>>, { isAllowed: false }>
+type RouteLimits = readonly ResolvedLimit[]
+
+const kLimits = Symbol('fastify-gateway.rate-limits')
+const NO_LIMITS: RouteLimits = Object.freeze([])
+
+class StoreTimeoutError extends Error {
+  readonly code = 'GATEWAY_RATE_LIMIT_STORE_TIMEOUT'
+}
+
+/** One @fastify/rate-limit registration in its own context: one store, and its `createRateLimit`. */
+async function countingEngine (fastify: FastifyInstance, settings: Parameters<typeof fastifyRateLimit>[1]): Promise<FastifyInstance['createRateLimit']> {
+  let create: FastifyInstance['createRateLimit'] | undefined
+  await fastify.register(async function rateLimitEngine (child) {
+    await child.register(fastifyRateLimit, settings)
+    create = child.createRateLimit.bind(child)
+  })
+  return create as FastifyInstance['createRateLimit']
+}
+
+function identityOf (request: FastifyRequest): string {
+  const consumer = request.consumer
+  return consumer !== null && consumer.kind !== 'anonymous' ? `c:${consumer.id}` : `ip:${normalizeIP(request.ip, 64)}`
+}
+
+const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rateLimit (fastify, input) {
+  const options = resolveRateLimitOptions(input)
+  const { store, storeTimeoutMs, storeRetryIntervalMs, onStoreError, memoryKeys } = options
+  const createLocal = await countingEngine(fastify, { global: false })
+  const createShared = store === undefined ? undefined : await countingEngine(fastify, { global: false, redis: store as never, nameSpace: options.keyPrefix })
+  const checks = new WeakMap<ResolvedLimit, { shared: Check | undefined, local: Check }>()
+  const serviceLimits = new Map<string, ResolvedLimit | undefined>()
+  const lazilyResolved = new WeakMap<object, RouteLimits>()
+  let storeDownUntil = 0
+
+  function checksOf (limit: ResolvedLimit, key: string): { shared: Check | undefined, local: Check } {
+    let found = checks.get(limit)
+    if (found === undefined) {
+      const definition = {
+        max: typeof limit.max === 'number'
+          ? limit.max
+          : (request: FastifyRequest) => {
+              const max = (limit.max as (consumer: unknown) => number)(request.consumer)
+              if (!Number.isSafeInteger(max) || max < 0) throw new TypeError(`rate limit "${limit.name}": max() returned ${String(max)}`)
+              return max
+            },
+        timeWindow: limit.windowMs,
+        keyGenerator: limit.by === 'all' ? () => `${key}:all` : (request: FastifyRequest) => `${key}:${identityOf(request)}`,
+        cache: memoryKeys
+      }
+      found = { shared: createShared?.(definition), local: createLocal(definition) }
+      checks.set(limit, found)
+    }
+    return found
+  }
+
+  /**
+   * The limits of one route: the consumer's, plus the service's (proxied routes carry their
+   * service's `rateLimit`) or the route's own. `false` at either level exempts the route.
+   */
+  function limitsFor (gateway: GatewayRoutePolicy | undefined, method: string | string[], url: string): RouteLimits {
+    const declared = gateway?.rateLimit
+    if (declared === false) return NO_LIMITS
+    const service = gateway?.service
+    let extra: ResolvedLimit | undefined
+    let key: string
+    if (service !== undefined) {
+      if (!serviceLimits.has(service)) serviceLimits.set(service, resolveLimit(declared, `services.${service}.rateLimit`, service) as ResolvedLimit | undefined)
+      extra = serviceLimits.get(service)
+      key = `service:${service}`
+    } else {
+      extra = resolveLimit(declared, `config.gateway of ${url}.rateLimit`, 'route') as ResolvedLimit | undefined
+      key = `route:${[method].flat().join(',')} ${url}`
+    }
+    if (options.perConsumer !== undefined) checksOf(options.perConsumer, 'consumer')
+    if (extra !== undefined) checksOf(extra, key)
+    return Object.freeze([options.perConsumer, extra].filter((limit): limit is ResolvedLimit => limit !== undefined))
+  }
+
+  fastify.addHook('onRoute', function resolveRateLimits (route: RouteOptions) {
+    const limits = limitsFor(route.config?.gateway, route.method, route.url)
+    route.config = { ...route.config, [kLimits]: limits } as typeof route.config
+  })
+
+  function limitsOf (request: FastifyRequest): RouteLimits {
+    const config = request.routeOptions.config as Record<PropertyKey, unknown> & { url?: string, method?: string | string[], gateway?: GatewayRoutePolicy }
+    if (config.url === undefined) return NO_LIMITS
+    const limits = config[kLimits] as RouteLimits | undefined
+    if (limits !== undefined) return limits
+    let lazy = lazilyResolved.get(config)
+    if (lazy === undefined) {
+      lazy = limitsFor(config.gateway, config.method ?? request.method, config.url)
+      lazilyResolved.set(config, lazy)
+    }
+    return lazy
+  }
+
+  async function countShared (request: FastifyRequest, limits: RouteLimits): Promise<Counted[] | undefined> {
+    if (Date.now() < storeDownUntil) return undefined
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const counted = await Promise.race([
+        Promise.all(limits.map(async (limit) => await (checks.get(limit)?.shared as Check)(request))),
+        new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new StoreTimeoutError('rate-limit store too slow')), storeTimeoutMs) })
+      ])
+      if (storeDownUntil !== 0) {
+        storeDownUntil = 0
+        fastify.log.info('rate-limit store reachable again: shared limits apply')
+      }
+      return counted as Counted[]
+    } catch (error) {
+      if (error instanceof TypeError) throw error
+      if (storeDownUntil === 0) fastify.log.warn({ code: (error as { code?: string }).code, onStoreError }, 'rate-limit store unavailable: applying the failure policy')
+      storeDownUntil = Date.now() + storeRetryIntervalMs
+      return undefined
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  async function enforce (request: FastifyRequest, reply: FastifyReply, limits: RouteLimits): Promise<void> {
+    let counted = store === undefined ? undefined : await countShared(request, limits)
+    if (counted === undefined && store !== undefined) {
+      if (onStoreError === 'open') return
+      if (onStoreError === 'closed') {
+        sendProblem(reply, 'GATEWAY_ERR_RATE_LIMIT_STORE', { headers: { 'retry-after': Math.ceil(storeRetryIntervalMs / 1000) } })
+        return
+      }
+    }
+    counted ??= await Promise.all(limits.map(async (limit) => await (checks.get(limit)?.local as Check)(request))) as Counted[]
+
+    const policies: string[] = []
+    const states: string[] = []
+    let retryAfter = 0
+    let tightest: Counted | undefined
+    for (let i = 0; i < limits.length; i++) {
+      const limit = limits[i]
+      const result = counted[i]
+      if (limit.dryRun) {
+        if (result.isExceeded) request.log.info({ limit: limit.name, remaining: result.remaining }, 'rate limit would block (dry run)')
+        continue
+      }
+      policies.push(`"${limit.name}";q=${result.max};w=${Math.ceil(limit.windowMs / 1000)}`)
+      states.push(`"${limit.name}";r=${result.remaining};t=${result.ttlInSeconds}`)
+      if (result.isExceeded) retryAfter = Math.max(retryAfter, result.ttlInSeconds, 1)
+      if (tightest === undefined || result.remaining < tightest.remaining) tightest = result
+    }
+    if (policies.length > 0) reply.header('ratelimit-policy', policies.join(', ')).header('ratelimit', states.join(', '))
+    if (options.legacyHeaders && tightest !== undefined) {
+      reply.header('x-ratelimit-limit', tightest.max).header('x-ratelimit-remaining', tightest.remaining).header('x-ratelimit-reset', tightest.ttlInSeconds)
+    }
+    if (retryAfter > 0) {
+      request.log.debug({ consumer: request.consumer?.id }, 'rate limited')
+      sendProblem(reply, 'GATEWAY_ERR_RATE_LIMITED', { headers: { 'retry-after': retryAfter } })
+    }
+  }
+
+  fastify.addHook('onRequest', function limitRequest (request, reply, done) {
+    const limits = limitsOf(request)
+    if (limits.length === 0) {
+      done()
+      return
+    }
+    enforce(request, reply, limits).then(() => { if (!reply.sent) done() }, done)
+  })
+}
+
+/**
+ * Limits requests per consumer, per service and per route; the strictest applicable limit
+ * decides. Headers per draft-ietf-httpapi-ratelimit-headers; 429 problem with `Retry-After`.
+ *
+ * @example
+ * ```ts
+ * await app.register(rateLimit, {
+ *   store: new Redis(process.env.REDIS_URL, { enableOfflineQueue: false, commandTimeout: 100, maxRetriesPerRequest: 1 }),
+ *   perConsumer: { max: (consumer) => consumer?.claims.plan === 'gold' ? 1000 : 100, window: '1m' },
+ *   onStoreError: 'local'
+ * })
+ * app.get('/search', { config: { gateway: { rateLimit: { max: 10, window: '1s' } } } }, search)
+ * ```
+ */
+export const rateLimit = fp(rateLimitPlugin, {
+  fastify: '5.x',
+  name: 'fastify-gateway.rate-limit',
+  dependencies: ['fastify-gateway.correlation-id', 'fastify-gateway.request-guard']
+})
+
