@@ -12,6 +12,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest,
 import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
 import { sendProblem } from '../errors.js'
+import { MemoryStore } from '../internal/memory-store.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
 import type { GatewayRoutePolicy, RateLimitOptions } from '../types.js'
 
@@ -37,14 +38,15 @@ async function countingEngine (fastify: FastifyInstance, settings: Parameters<ty
 }
 
 function identityOf (request: FastifyRequest): string {
+  // `consumer` is undefined when the gateway runs without the auth plugin.
   const consumer = request.consumer
-  return consumer !== null && consumer.kind !== 'anonymous' ? `c:${consumer.id}` : `ip:${normalizeIP(request.ip, 64)}`
+  return consumer != null && consumer.kind !== 'anonymous' ? `c:${consumer.id}` : `ip:${normalizeIP(request.ip, 64)}`
 }
 
 const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rateLimit (fastify, input) {
   const options = resolveRateLimitOptions(input)
   const { store, storeTimeoutMs, storeRetryIntervalMs, onStoreError, memoryKeys } = options
-  const createLocal = await countingEngine(fastify, { global: false })
+  const createLocal = await countingEngine(fastify, { global: false, store: MemoryStore as never })
   const createShared = store === undefined ? undefined : await countingEngine(fastify, { global: false, redis: store as never, nameSpace: options.keyPrefix })
   const checks = new WeakMap<ResolvedLimit, { shared: Check | undefined, local: Check }>()
   const serviceLimits = new Map<string, ResolvedLimit | undefined>()
@@ -58,7 +60,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
         max: typeof limit.max === 'number'
           ? limit.max
           : (request: FastifyRequest) => {
-              const max = (limit.max as (consumer: unknown) => number)(request.consumer)
+              const max = (limit.max as (consumer: unknown) => number)(request.consumer ?? null)
               if (!Number.isSafeInteger(max) || max < 0) throw new TypeError(`rate limit "${limit.name}": max() returned ${String(max)}`)
               return max
             },
@@ -179,7 +181,12 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       done()
       return
     }
-    enforce(request, reply, limits).then(() => { if (!reply.sent) done() }, done)
+    enforce(request, reply, limits).then(() => { if (!reply.sent) done() }, (error: unknown) => {
+      // A limit that cannot be evaluated (e.g. a max() that throws) must not reach the host's error
+      // handler with its message: answer like any other gateway failure.
+      request.log.error({ err: error }, 'rate limit could not be evaluated')
+      sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
+    })
   })
 }
 
