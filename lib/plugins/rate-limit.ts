@@ -209,4 +209,3 @@ export const rateLimit = fp(rateLimitPlugin, {
   name: 'fastify-gateway.rate-limit',
   dependencies: ['fastify-gateway.correlation-id', 'fastify-gateway.request-guard']
 })
-
