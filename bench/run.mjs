@@ -1,0 +1,218 @@
+// npm run bench: every candidate in its own process on 127.0.0.1, one at a time, rounds interleaved
+// (A B C … A B C …), load from wrk when installed (else autocannon). On a shared 2-core machine
+// absolute req/s swing run to run: read the ratios measured side by side, and CPU µs per request
+// (user + sys of the candidate process from /proc, divided by requests), which is far steadier.
+//   ROUNDS (3), DURATION seconds (5), WARMUP seconds (2), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…
+import { spawn, execFileSync } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem, release } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
+import autocannon from 'autocannon'
+import { createIdentityProvider, startTestRedis } from '../dist/esm/testing/index.js'
+import { createSigner } from 'fast-jwt'
+
+const ROUNDS = Number(process.env.ROUNDS ?? 3)
+const DURATION = Number(process.env.DURATION ?? 5)
+const WARMUP = Number(process.env.WARMUP ?? 2)
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50)
+const HMAC_SECRET = 'bench-secret-bench-secret-bench-secret-42'
+const CLK_TCK = 100 // Linux USER_HZ
+
+const ALL_CANDIDATES = ['direct', 'reply-from', 'http-proxy', 'gateway-proxy', 'gateway-auth', 'gateway-full', 'gateway-full-redis']
+const ALL_SCENARIOS = {
+  'get-small': { method: 'GET', path: '/api/small' },
+  'get-64k': { method: 'GET', path: '/api/large' },
+  'post-1k': { method: 'POST', path: '/api/echo', body: JSON.stringify({ data: 'x'.repeat(1000) }).slice(0, 1024) }
+}
+const candidates = process.env.ONLY ? process.env.ONLY.split(',') : ALL_CANDIDATES
+const scenarios = process.env.SCENARIOS ? process.env.SCENARIOS.split(',') : Object.keys(ALL_SCENARIOS)
+const hasWrk = (() => { try { execFileSync('wrk', ['-v'], { stdio: 'ignore' }); return true } catch (error) { return error.status === 1 } })()
+
+function start (args, env = {}) {
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${args.join(' ')} did not start within 20 s`)), 20_000)
+    child.stdout.on('data', (data) => {
+      const match = /ready (\d+)/.exec(data.toString())
+      if (match) { clearTimeout(timer); resolve({ child, port: Number(match[1]) }) }
+    })
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}`)))
+  })
+}
+async function stop (child) {
+  if (child.exitCode !== null) return
+  const exited = new Promise((resolve) => child.once('exit', resolve))
+  child.kill('SIGTERM')
+  await Promise.race([exited, sleep(3_000).then(() => child.kill('SIGKILL'))])
+}
+function cpuTicks (pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return Number(fields[11]) + Number(fields[12]) // utime + stime (fields 14, 15)
+}
+function peakRssMiB (pid) {
+  const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return match ? Number(match[1]) / 1024 : NaN
+}
+
+async function loadWithWrk (url, scenario, headers, seconds) {
+  const args = ['-t2', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '--timeout', '5s']
+  for (const [name, value] of Object.entries(headers)) args.push('-H', `${name}: ${value}`)
+  if (scenario.method === 'POST') {
+    const script = '/tmp/fastify-gateway-bench-post.lua'
+    writeFileSync(script, `wrk.method = "POST"\nwrk.body = ${JSON.stringify(scenario.body)}\nwrk.headers["content-type"] = "application/json"\n`)
+    args.push('-s', script)
+  }
+  const out = execFileSync('wrk', [...args, url], { encoding: 'utf8', timeout: (seconds + 30) * 1000 })
+  const ms = (text) => { const [, n, unit] = /([\d.]+)(us|ms|s)/.exec(text); return Number(n) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1) }
+  const requests = Number(/(\d+) requests in/.exec(out)[1])
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out)
+  return {
+    requests,
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)[1]),
+    p50: ms(/50%\s+(\S+)/.exec(out)[1]),
+    p99: ms(/99%\s+(\S+)/.exec(out)[1]),
+    non2xx: Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0),
+    errors: socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0
+  }
+}
+async function loadWithAutocannon (url, scenario, headers, seconds, overallRate) {
+  const result = await autocannon({
+    url, connections: overallRate ? 10 : CONNECTIONS, duration: seconds, method: scenario.method,
+    headers: { ...headers, ...(scenario.body ? { 'content-type': 'application/json' } : {}) }, body: scenario.body,
+    ...(overallRate ? { overallRate } : {})
+  })
+  return { requests: result.requests.total, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx, errors: result.errors + result.timeouts }
+}
+const load = (...args) => hasWrk ? loadWithWrk(...args) : loadWithAutocannon(...args)
+
+const median = (values) => { const sorted = [...values].sort((a, b) => a - b); return sorted[Math.floor(sorted.length / 2)] }
+
+async function main () {
+  const started = Date.now()
+  const upstream = await start(['bench/upstream.mjs'])
+  const redis = await startTestRedis()
+  const idp = await createIdentityProvider({ audience: 'bench' })
+  const rs256 = idp.sign({ sub: 'bench-user', aud: 'bench', exp: Math.floor(Date.now() / 1000) + 3600 })
+  const hs256 = createSigner({ key: HMAC_SECRET, algorithm: 'HS256' })({ sub: 'bench-user', aud: 'bench', exp: Math.floor(Date.now() / 1000) + 3600 })
+  const env = { UPSTREAM: `http://127.0.0.1:${upstream.port}`, REDIS_URL: redis.url, JWKS_ISSUER: idp.issuer, JWKS_URI: idp.jwksUri, HMAC_SECRET }
+  const headersFor = (candidate) => candidate.startsWith('gateway-') && candidate !== 'gateway-proxy' ? { authorization: `Bearer ${rs256}` } : {}
+  const results = {}
+  console.log(`load: ${hasWrk ? 'wrk' : 'autocannon'}, ${CONNECTIONS} connections, ${ROUNDS} rounds × ${DURATION} s (+${WARMUP} s warm-up)`)
+  try {
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const name of scenarios) {
+        const scenario = ALL_SCENARIOS[name]
+        for (const candidate of candidates) {
+          const proc = candidate === 'direct' ? { child: undefined, port: upstream.port } : await start(['bench/candidate.mjs', candidate], env)
+          const pid = (proc.child ?? upstream.child).pid
+          const path = candidate === 'direct' ? scenario.path.replace('/api', '') : scenario.path
+          const url = `http://127.0.0.1:${proc.port}${path}`
+          await load(url, scenario, headersFor(candidate), WARMUP)
+          const before = cpuTicks(pid)
+          const measured = await load(url, scenario, headersFor(candidate), DURATION)
+          const cpuUsPerRequest = (cpuTicks(pid) - before) * (1e6 / CLK_TCK) / measured.requests
+          const rss = peakRssMiB(pid)
+          if (proc.child) await stop(proc.child)
+          const key = `${name} ${candidate}`
+          ;(results[key] ??= []).push({ ...measured, cpuUsPerRequest, rss })
+          console.log(`round ${round} ${key}: ${measured.rps.toFixed(0)} req/s, p50 ${measured.p50.toFixed(2)} ms, p99 ${measured.p99.toFixed(2)} ms, ${cpuUsPerRequest.toFixed(1)} µs CPU/req, non-2xx ${measured.non2xx}, errors ${measured.errors}`)
+        }
+      }
+    }
+    // Added latency at a fixed, moderate rate (autocannon's overallRate), gateway-full vs direct.
+    const latency = {}
+    if (!process.env.SKIP_LATENCY) {
+      for (const candidate of ['direct', 'gateway-full']) {
+        const proc = candidate === 'direct' ? { child: undefined, port: upstream.port } : await start(['bench/candidate.mjs', candidate], env)
+        const url = `http://127.0.0.1:${proc.port}${candidate === 'direct' ? '/small' : '/api/small'}`
+        await loadWithAutocannon(url, ALL_SCENARIOS['get-small'], headersFor(candidate), WARMUP, 1000)
+        latency[candidate] = await loadWithAutocannon(url, ALL_SCENARIOS['get-small'], headersFor(candidate), DURATION, 1000)
+        if (proc.child) await stop(proc.child)
+      }
+    }
+    report(results, latency, Date.now() - started)
+  } finally {
+    await stop(upstream.child)
+    await redis.stop()
+    await idp.close()
+  }
+}
+
+function report (results, latency, elapsedMs) {
+  const summary = {}
+  for (const [key, runs] of Object.entries(results)) {
+    summary[key] = {
+      rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)),
+      cpu: median(runs.map((r) => r.cpuUsPerRequest)), rss: Math.max(...runs.map((r) => r.rss)),
+      non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0), errors: runs.reduce((sum, r) => sum + r.errors, 0)
+    }
+  }
+  const rows = []
+  for (const name of scenarios) {
+    const base = summary[`${name} reply-from`]
+    const direct = summary[`${name} direct`]
+    for (const candidate of candidates) {
+      const s = summary[`${name} ${candidate}`]
+      if (!s) continue
+      const cpu = candidate === 'direct' ? '—' : s.cpu.toFixed(1)
+      rows.push(`| ${name} | ${candidate} | ${s.rps.toFixed(0)} | ${direct ? (s.rps / direct.rps).toFixed(2) : '—'} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${cpu} | ${base && candidate !== 'direct' ? (s.cpu / base.cpu).toFixed(2) : '—'} | ${candidate === 'direct' ? '—' : s.rss.toFixed(0)} | ${s.non2xx} | ${s.errors} |`)
+    }
+  }
+  const get = (candidate) => summary[`get-small ${candidate}`]
+  const ratio = (a, b, f) => (a && b) ? f(a, b).toFixed(2) : 'n/a'
+  const targets = [
+    ['Proxy only: CPU/req ≤ 1.05 × bare reply-from', ratio(get('gateway-proxy'), get('reply-from'), (a, b) => a.cpu / b.cpu), 1.05, '≤'],
+    ['Full policy, memory store: CPU/req ≤ 1.25 × bare reply-from', ratio(get('gateway-full'), get('reply-from'), (a, b) => a.cpu / b.cpu), 1.25, '≤'],
+    ['Full policy, memory store: req/s ≥ 0.85 × bare http-proxy', ratio(get('gateway-full'), get('http-proxy'), (a, b) => a.rps / b.rps), 0.85, '≥'],
+    ['Full policy, Redis store: CPU/req ≤ 1.4 × bare reply-from', ratio(get('gateway-full-redis'), get('reply-from'), (a, b) => a.cpu / b.cpu), 1.4, '≤'],
+    ['Memory store cost: CPU/req gateway-full ÷ gateway-auth (same gateway, no limits)', ratio(get('gateway-full'), get('gateway-auth'), (a, b) => a.cpu / b.cpu), undefined],
+    ['Redis store cost: CPU/req gateway-full-redis ÷ gateway-auth', ratio(get('gateway-full-redis'), get('gateway-auth'), (a, b) => a.cpu / b.cpu), undefined]
+  ]
+  const addedP50 = latency['gateway-full'] && latency.direct ? latency['gateway-full'].p50 - latency.direct.p50 : NaN
+  const addedP99 = latency['gateway-full'] && latency.direct ? latency['gateway-full'].p99 - latency.direct.p99 : NaN
+  const verdict = (value, limit, op) => limit === undefined || value === 'n/a' ? '' : ((op === '≤' ? Number(value) <= limit : Number(value) >= limit) ? 'met' : '**not met**')
+  const versions = ['fastify', '@fastify/reply-from', '@fastify/http-proxy', '@fastify/rate-limit', 'fast-jwt', 'undici'].map((name) => `${name} ${JSON.parse(readFileSync(`node_modules/${name}/package.json`, 'utf8')).version}`).join(', ')
+  const text = `# Benchmarks
+
+Generated by \`npm run bench\` (bench/run.mjs) on ${new Date().toISOString().slice(0, 10)} in ${(elapsedMs / 60000).toFixed(1)} min.
+Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}.
+Versions: ${versions}.
+Load: ${hasWrk ? 'wrk' : 'autocannon'}, ${CONNECTIONS} connections, ${ROUNDS} interleaved rounds × ${DURATION} s after a ${WARMUP} s warm-up; medians shown.
+
+Load generator, candidate and upstream share 2 cores, so absolute req/s swing run to run: compare
+the ratios, and CPU µs per request of the candidate process (user + sys from /proc ÷ requests).
+
+Candidates: \`direct\` (no proxy), bare \`reply-from\`, bare \`http-proxy\`, \`gateway-proxy\` (correlation id, request
+guard, proxy; no auth, no limits), \`gateway-auth\` (+ JWT RS256 via a local JWKS, API keys; no limits), \`gateway-full\`
+(+ per-consumer and per-service limits, memory store), \`gateway-full-redis\` (the same with the Redis store). The breaker
+and metrics plugins do not exist yet and are not part of "full".
+
+## Targets
+
+| target | measured | |
+|---|---|---|
+${targets.map(([label, value, limit, op]) => `| ${label} | ${value} | ${verdict(value, limit, op)} |`).join('\n')}
+| Added latency at 1,000 req/s (gateway-full − direct): p50 ≤ 1 ms, p99 ≤ 3 ms | p50 ${addedP50.toFixed(2)} ms, p99 ${addedP99.toFixed(2)} ms | ${Number.isNaN(addedP50) ? '' : (addedP50 <= 1 && addedP99 <= 3 ? 'met' : '**not met**')} |
+| Gateway peak RSS under load ≤ 150 MiB | ${Math.max(...Object.entries(summary).filter(([key]) => key.includes('gateway-')).map(([, s]) => s.rss)).toFixed(0)} MiB | |
+| Zero non-2xx and zero socket errors | ${Object.values(summary).reduce((sum, s) => sum + s.non2xx + s.errors, 0)} | |
+
+## Results
+
+| scenario | candidate | req/s | ÷ direct | p50 ms | p99 ms | CPU µs/req | CPU ÷ reply-from | peak RSS MiB | non-2xx | socket errors |
+|---|---|---|---|---|---|---|---|---|---|---|
+${rows.join('\n')}
+
+## Rerun
+
+\`npm run bench\` (builds first; installs nothing: install wrk with \`apt-get install wrk\` for the lighter load generator).
+Environment: \`ROUNDS\`, \`DURATION\`, \`WARMUP\`, \`CONNECTIONS\`, \`ONLY=gateway-proxy,reply-from\`, \`SCENARIOS=get-small\`.
+`
+  const file = process.env.BENCH_OUTPUT ?? 'docs/benchmarks.md'
+  const previous = (() => { try { return readFileSync(file, 'utf8') } catch { return '' } })()
+  const notes = previous.includes('<!-- notes -->') ? previous.slice(previous.indexOf('<!-- notes -->')) : '<!-- notes -->\n'
+  writeFileSync(file, `${text}\n${notes}`)
+  console.log(`\nwrote ${file}\n`)
+  console.log(text)
+}
+
+await main()
