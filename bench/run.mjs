@@ -2,7 +2,7 @@
 // (A B C … A B C …), load from wrk when installed (else autocannon). On a shared 2-core machine
 // absolute req/s swing run to run: read the ratios measured side by side, and CPU µs per request
 // (user + sys of the candidate process from /proc, divided by requests), which is far steadier.
-//   ROUNDS (3), DURATION seconds (5), WARMUP seconds (2), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…
+//   ROUNDS (3), DURATION seconds (5), WARMUP seconds (2), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
 import { spawn, execFileSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem, release } from 'node:os'
@@ -77,8 +77,12 @@ async function loadWithWrk (url, scenario, headers, seconds) {
 }
 async function loadWithAutocannon (url, scenario, headers, seconds, overallRate) {
   const result = await autocannon({
-    url, connections: overallRate ? 10 : CONNECTIONS, duration: seconds, method: scenario.method,
-    headers: { ...headers, ...(scenario.body ? { 'content-type': 'application/json' } : {}) }, body: scenario.body,
+    url,
+    connections: overallRate ? 10 : CONNECTIONS,
+    duration: seconds,
+    method: scenario.method,
+    headers: { ...headers, ...(scenario.body ? { 'content-type': 'application/json' } : {}) },
+    body: scenario.body,
     ...(overallRate ? { overallRate } : {})
   })
   return { requests: result.requests.total, rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, non2xx: result.non2xx, errors: result.errors + result.timeouts }
@@ -95,7 +99,9 @@ async function main () {
   const rs256 = idp.sign({ sub: 'bench-user', aud: 'bench', exp: Math.floor(Date.now() / 1000) + 3600 })
   const hs256 = createSigner({ key: HMAC_SECRET, algorithm: 'HS256' })({ sub: 'bench-user', aud: 'bench', exp: Math.floor(Date.now() / 1000) + 3600 })
   const env = { UPSTREAM: `http://127.0.0.1:${upstream.port}`, REDIS_URL: redis.url, JWKS_ISSUER: idp.issuer, JWKS_URI: idp.jwksUri, HMAC_SECRET }
-  const headersFor = (candidate) => candidate.startsWith('gateway-') && candidate !== 'gateway-proxy' ? { authorization: `Bearer ${rs256}` } : {}
+  // TOKEN=hs256 measures the HMAC path instead of RS256 through the local JWKS.
+  const token = process.env.TOKEN === 'hs256' ? hs256 : rs256
+  const headersFor = (candidate) => candidate.startsWith('gateway-') && candidate !== 'gateway-proxy' ? { authorization: `Bearer ${token}` } : {}
   const results = {}
   console.log(`load: ${hasWrk ? 'wrk' : 'autocannon'}, ${CONNECTIONS} connections, ${ROUNDS} rounds × ${DURATION} s (+${WARMUP} s warm-up)`)
   try {
@@ -142,9 +148,13 @@ function report (results, latency, elapsedMs) {
   const summary = {}
   for (const [key, runs] of Object.entries(results)) {
     summary[key] = {
-      rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)),
-      cpu: median(runs.map((r) => r.cpuUsPerRequest)), rss: Math.max(...runs.map((r) => r.rss)),
-      non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0), errors: runs.reduce((sum, r) => sum + r.errors, 0)
+      rps: median(runs.map((r) => r.rps)),
+      p50: median(runs.map((r) => r.p50)),
+      p99: median(runs.map((r) => r.p99)),
+      cpu: median(runs.map((r) => r.cpuUsPerRequest)),
+      rss: Math.max(...runs.map((r) => r.rss)),
+      non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
+      errors: runs.reduce((sum, r) => sum + r.errors, 0)
     }
   }
   const rows = []
