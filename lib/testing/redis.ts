@@ -92,6 +92,9 @@ export async function startTestRedis (options: { binary?: string } = {}): Promis
   async function terminate (signal: NodeJS.Signals): Promise<void> {
     if (child.exitCode !== null || child.signalCode !== null) return
     const exited = once(child, 'exit')
+    // The child is unref()ed so that a forgotten server never holds a test process open; while we
+    // wait for it to exit, it must hold the event loop, or a script's last `await stop()` never settles.
+    child.ref()
     child.kill('SIGCONT')
     child.kill(signal)
     await exited
