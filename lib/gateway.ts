@@ -48,7 +48,18 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
 
   await fastify.register(correlationId, idOptions)
   await fastify.register(requestGuard, { identityHeaders })
-  if (authOptions !== undefined) await fastify.register(auth, authOptions)
+  if (authOptions !== undefined) {
+    await fastify.register(auth, authOptions)
+  } else {
+    fastify.decorateRequest('consumer', null)
+    // Without auth, a declared scope or `auth` mode would be silently ignored: refuse it instead.
+    fastify.addHook('onRoute', function refuseAuthPolicyWithoutAuth (route) {
+      const policy = route.config?.gateway
+      if ((policy?.scopes !== undefined && policy.scopes.length > 0) || policy?.auth !== undefined) {
+        throw new InvalidOptionError(`config.gateway of ${route.url}`, 'declares scopes or an auth mode, but the gateway runs with auth: false')
+      }
+    })
+  }
   // Always registered (unless false): a limit declared on a service or route is never silently ignored.
   if (options.rateLimit !== false) await fastify.register(rateLimit, (options.rateLimit ?? {}) as RateLimitOptions)
   if (options.services !== undefined) {

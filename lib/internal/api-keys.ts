@@ -28,6 +28,8 @@ export function sha256Hex (value: string): string {
   return createHash('sha256').update(value).digest('hex')
 }
 
+// RFC 6749 § 3.3 scope-token: a space would split one scope into two in x-consumer-scopes.
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
 const CONSUMER_ID = /^[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?$/
 
 /** Throws for a consumer whose id could not be sent upstream in a header. */
@@ -36,7 +38,7 @@ export function toConsumer (found: ApiKeyConsumer): Consumer {
   return Object.freeze({
     id: found.id,
     kind: 'api-key',
-    scopes: Object.freeze([...(found.scopes ?? [])]),
+    scopes: Object.freeze((found.scopes ?? []).filter((scope) => typeof scope === 'string' && SCOPE_TOKEN.test(scope))),
     claims: Object.freeze({ ...found.claims })
   })
 }

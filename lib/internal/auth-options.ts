@@ -98,7 +98,7 @@ function resolveJwt (input: unknown): ResolvedJwtOptions | undefined {
   }
   if (!hasSecret && issuers.length === 0) throw new InvalidOptionError('auth.jwt', 'configure `secret`, `issuer` or `issuers`')
   if (new Set(issuers.map((entry) => entry.issuer)).size !== issuers.length) throw new InvalidOptionError('auth.jwt.issuers', 'an issuer is listed twice')
-  const clockToleranceMs = duration(jwt.clockTolerance, 'auth.jwt.clockTolerance', AUTH_DEFAULTS.clockToleranceMs)
+  const clockToleranceMs = jwt.clockTolerance === undefined ? AUTH_DEFAULTS.clockToleranceMs : toMilliseconds(jwt.clockTolerance, 'auth.jwt.clockTolerance', { allowZero: true })
   if (clockToleranceMs > AUTH_DEFAULTS.maxClockToleranceMs) throw new InvalidOptionError('auth.jwt.clockTolerance', 'at most 60 s')
   const jwks = optionalObject(jwt.jwks, 'auth.jwt.jwks')
   rejectUnknownKeys(jwks, ['timeout', 'ttl', 'staleFor', 'refetchInterval'], 'auth.jwt.jwks')

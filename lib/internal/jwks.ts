@@ -142,21 +142,27 @@ export class JwksKeySource {
   async #fetchKeys (): Promise<void> {
     this.#lastAttemptAt = Date.now()
     const { log, issuer, timeoutMs } = this.#options
+    // Discovery and the key set share one deadline: a cold start is bounded by `timeout`, not 2×.
+    const deadline = Date.now() + timeoutMs
+    const remaining = (): number => Math.max(1, deadline - Date.now())
+    const discovered = this.#options.jwksUri === undefined
     try {
-      this.#jwksUri ??= await this.#discover()
-      this.#verifiers = this.#buildVerifiers(await fetchJson(this.#jwksUri, timeoutMs))
+      this.#jwksUri ??= await this.#discover(timeoutMs)
+      this.#verifiers = this.#buildVerifiers(await fetchJson(this.#jwksUri, remaining()))
       this.#fetchedAt = Date.now()
       if (!this.#reachable) log.info({ issuer }, 'JWKS endpoint reachable again')
       this.#reachable = true
     } catch (error) {
+      // A discovered URI may be what changed: discover again on the next attempt.
+      if (discovered) this.#jwksUri = undefined
       if (this.#reachable) log.warn({ issuer, code: (error as { code?: string }).code }, 'JWKS fetch failed; serving cached keys while they last')
       this.#reachable = false
       throw error
     }
   }
 
-  async #discover (): Promise<string> {
-    const document = await fetchJson(`${this.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`, this.#options.timeoutMs)
+  async #discover (timeoutMs: number): Promise<string> {
+    const document = await fetchJson(`${this.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`, timeoutMs)
     const uri = (document as { jwks_uri?: unknown } | null)?.jwks_uri
     if (typeof uri !== 'string' || !/^https?:\/\//.test(uri)) {
       throw Object.assign(new Error('discovery document without a usable jwks_uri'), { code: 'GATEWAY_JWKS_DISCOVERY' })

@@ -13,16 +13,18 @@ import { resolveAuthOptions, type PublicRoutePattern, type ResolvedAuthOptions }
 import { createTokenVerifier, KeysUnavailableError, TokenRejectedError } from '../internal/jwt.js'
 import type { AuthOptions, Consumer, GatewayRoutePolicy } from '../types.js'
 
-/** What a route requires, per method. */
+/** What a route requires, per method. `invalid`: a route registered before the gateway with a bad `config.gateway` (fails closed). */
 interface AuthPolicy {
-  readonly mode: 'public' | 'required' | 'optional'
+  readonly mode: 'public' | 'required' | 'optional' | 'invalid'
   readonly scopes: readonly string[]
 }
+const INVALID_POLICY: AuthPolicy = Object.freeze({ mode: 'invalid', scopes: Object.freeze([]) })
 type RoutePolicies = Readonly<Record<string, AuthPolicy>>
 
 const kAuthPolicies = Symbol('fastify-gateway.auth-policies')
 const ANONYMOUS: Consumer = Object.freeze({ id: 'anonymous', kind: 'anonymous', scopes: Object.freeze([]), claims: Object.freeze({}) })
 const BEARER = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i
+const HEADER_VALUE = /^[\x20-\x7e]{0,1024}$/
 
 function matchesPublic (patterns: readonly PublicRoutePattern[], method: string, url: string): boolean {
   return patterns.some((pattern) =>
@@ -62,6 +64,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
   const challenges = {
     missing: challenge(options, undefined),
     invalid: challenge(options, 'invalid_token'),
+    invalidKey: options.apiKeys === undefined ? '' : `ApiKey realm="${options.realm}", header="${options.apiKeys.header}"`,
     scope: challenge(options, 'insufficient_scope')
   }
   const lazilyResolved = new WeakMap<object, RoutePolicies>()
@@ -89,11 +92,17 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       // A route registered before this plugin: resolved once, on its first request.
       policies = lazilyResolved.get(config)
       if (policies === undefined) {
-        policies = resolveRoutePolicies(options.publicRoutes, config.method ?? request.method, config.url, config.gateway)
+        try {
+          policies = resolveRoutePolicies(options.publicRoutes, config.method ?? request.method, config.url, config.gateway)
+        } catch (error) {
+          // Registered before the gateway, so it could not fail at boot: refuse every request, loudly.
+          fastify.log.error({ err: error, route: config.url }, 'invalid config.gateway on a route registered before the gateway; the route is refused')
+          policies = Object.freeze({ [request.method]: INVALID_POLICY })
+        }
         lazilyResolved.set(config, policies)
       }
     }
-    return policies[request.method]
+    return policies[request.method] ?? INVALID_POLICY
   }
 
   function refuse (request: FastifyRequest, reply: FastifyReply, reason: string, challengeValue: string): void {
@@ -116,7 +125,8 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       headers[scopesHeader] = consumer.scopes.join(' ')
       for (const [claim, header] of claimHeaders) {
         const value = consumer.claims[claim]
-        if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') headers[header] = String(value)
+        // Only values a header can carry verbatim; anything else (objects, CR/LF) is not sent.
+        if ((typeof value === 'string' && HEADER_VALUE.test(value)) || typeof value === 'number' || typeof value === 'boolean') headers[header] = String(value)
       }
     }
     done()
@@ -124,7 +134,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
 
   function settle (request: FastifyRequest, reply: FastifyReply, policy: AuthPolicy, done: () => void, result: Consumer | null | Promise<Consumer | null>, kind: 'token' | 'key'): void {
     const onConsumer = (consumer: Consumer | null): void => {
-      if (consumer === null) refuse(request, reply, 'unknown API key', challenges.invalid)
+      if (consumer === null) refuse(request, reply, 'unknown API key', challenges.invalidKey)
       else admit(request, reply, policy, consumer, done)
     }
     const onError = (error: unknown): void => {
@@ -132,7 +142,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
         request.log.debug({ kind }, 'credential could not be checked')
         sendProblem(reply, 'GATEWAY_ERR_AUTH_UNAVAILABLE')
       } else {
-        refuse(request, reply, error instanceof TokenRejectedError ? error.reason : (error as { code?: string }).code ?? 'invalid', challenges.invalid)
+        refuse(request, reply, error instanceof TokenRejectedError ? error.reason : (error as { code?: string }).code ?? 'invalid', kind === 'key' ? challenges.invalidKey : challenges.invalid)
       }
     }
     if (result instanceof Promise) result.then(onConsumer, onError)
@@ -145,6 +155,10 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       done()
       return
     }
+    if (policy.mode === 'invalid') {
+      sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
+      return
+    }
     const headers = request.raw.headers
     // Remove client copies again: the auth plugin may be composed without the request guard.
     delete headers[idHeader]
@@ -155,7 +169,8 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     let key = apiKeyHeader === undefined ? undefined : headers[apiKeyHeader]
     if (key === undefined && apiKeyQuery !== undefined) key = takeQueryParameter(request, apiKeyQuery)
     if (!options.forwardCredentials) {
-      if (bearer !== undefined) delete headers.authorization
+      // Any Authorization (Bearer or not) is the client's credential: the upstream never sees it.
+      delete headers.authorization
       if (apiKeyHeader !== undefined) delete headers[apiKeyHeader]
     }
 
@@ -170,7 +185,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       settle(request, reply, policy, done, result, 'token')
     } else if (key !== undefined && verifyApiKey !== undefined) {
       if (typeof key !== 'string') {
-        refuse(request, reply, 'several API keys', challenges.invalid)
+        refuse(request, reply, 'several API keys', challenges.invalidKey)
         return
       }
       settle(request, reply, policy, done, verifyApiKey(key), 'key')

@@ -22,6 +22,7 @@ type RouteLimits = readonly ResolvedLimit[]
 
 const kLimits = Symbol('fastify-gateway.rate-limits')
 const NO_LIMITS: RouteLimits = Object.freeze([])
+const INVALID: RouteLimits = Object.freeze([Object.freeze({ name: 'invalid', max: 0, windowMs: 1, by: 'all', dryRun: false })])
 
 class StoreTimeoutError extends Error {
   readonly code = 'GATEWAY_RATE_LIMIT_STORE_TIMEOUT'
@@ -109,7 +110,13 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     if (limits !== undefined) return limits
     let lazy = lazilyResolved.get(config)
     if (lazy === undefined) {
-      lazy = limitsFor(config.gateway, config.method ?? request.method, config.url)
+      try {
+        lazy = limitsFor(config.gateway, config.method ?? request.method, config.url)
+      } catch (error) {
+        // Registered before the gateway, so it could not fail at boot: refuse every request, loudly.
+        fastify.log.error({ err: error, route: config.url }, 'invalid rate limit on a route registered before the gateway; the route is refused')
+        lazy = INVALID
+      }
       lazilyResolved.set(config, lazy)
     }
     return lazy
@@ -179,6 +186,10 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     const limits = limitsOf(request)
     if (limits.length === 0) {
       done()
+      return
+    }
+    if (limits === INVALID) {
+      sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
       return
     }
     enforce(request, reply, limits).then(() => { if (!reply.sent) done() }, (error: unknown) => {

@@ -10,12 +10,12 @@ import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto'
 import { createSigner, type JwtHeader } from 'fast-jwt'
 
 /** The signing algorithms the identity provider can generate keys for. */
-export type AsymmetricAlgorithm = 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'ES256' | 'ES384' | 'EdDSA'
+export type IdentityProviderAlgorithm = 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'ES256' | 'ES384' | 'EdDSA'
 
 /** Options of {@link createIdentityProvider}. */
 export interface IdentityProviderOptions {
   /** Signing algorithm of generated keys. Default `'RS256'`. */
-  algorithm?: AsymmetricAlgorithm
+  algorithm?: IdentityProviderAlgorithm
   /** Audience put in tokens by default. Default `'test-api'`. */
   audience?: string
 }
@@ -75,20 +75,20 @@ interface SigningKey {
   jwk: Readonly<Record<string, unknown>>
 }
 
-const ALGORITHMS: readonly AsymmetricAlgorithm[] = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA']
+const ALGORITHMS: readonly IdentityProviderAlgorithm[] = ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA']
 const MODES: readonly JwksMode[] = ['up', 'down', 'hang', 'slow', 'garbage', 'empty']
 const DISCOVERY_PATH = '/.well-known/openid-configuration'
 const JWKS_PATH = '/.well-known/jwks.json'
 const DEFAULTS = { algorithm: 'RS256', audience: 'test-api', subject: 'user-1', lifetimeSeconds: 300, slowDelayMs: 1_000 } as const
 
-function generateKeys (algorithm: AsymmetricAlgorithm): { privateKey: KeyObject, publicKey: KeyObject } {
+function generateKeys (algorithm: IdentityProviderAlgorithm): { privateKey: KeyObject, publicKey: KeyObject } {
   if (algorithm === 'ES256') return generateKeyPairSync('ec', { namedCurve: 'P-256' })
   if (algorithm === 'ES384') return generateKeyPairSync('ec', { namedCurve: 'P-384' })
   if (algorithm === 'EdDSA') return generateKeyPairSync('ed25519')
   return generateKeyPairSync('rsa', { modulusLength: 2048 })
 }
 
-function createSigningKey (algorithm: AsymmetricAlgorithm): SigningKey {
+function createSigningKey (algorithm: IdentityProviderAlgorithm): SigningKey {
   const { privateKey, publicKey } = generateKeys(algorithm)
   const kid = randomBytes(4).toString('hex')
   const exported = publicKey.export({ format: 'jwk' })

@@ -49,6 +49,16 @@ t.test('JWKS down beyond the stale window → 503', async (t) => {
   t.equal(response.json().code, 'GATEWAY_ERR_AUTH_UNAVAILABLE')
 })
 
+t.test('with discovery, a hanging issuer is still answered within one timeout + 100 ms', async (t) => {
+  const idp = await createIdentityProvider()
+  t.teardown(() => idp.close())
+  idp.setMode('hang')
+  const app = await build(t, idp, { timeout: 400 }, true)
+  const started = Date.now()
+  t.equal((await call(app, idp.sign())).statusCode, 503)
+  t.ok(Date.now() - started < 500, `answered in ${Date.now() - started} ms`)
+})
+
 for (const mode of ['hang', 'down', 'garbage', 'empty'] as const) {
   t.test(`JWKS ${mode} with a cold cache → 503 within the fetch timeout + 100 ms`, async (t) => {
     const idp = await createIdentityProvider()

@@ -151,3 +151,41 @@ t.test('an invalid config.gateway on a route fails at boot, naming the route', a
   t.throws(() => other.get('/bad', { config: { gateway: { scopes: 'admin' as never } } }, async () => 'x'), { code: 'GATEWAY_ERR_INVALID_OPTION', message: /config\.gateway of \/bad\.scopes/ })
   await other.close()
 })
+
+t.test('a route registered before the gateway with an invalid config.gateway fails closed with a problem 500', async (t) => {
+  const logs: string[] = []
+  const other = Fastify({ logger: { level: 'error', stream: { write: (line: string) => { logs.push(line) } } }, ...gatewayServerOptions() })
+  other.get('/early-bad', { config: { gateway: { scopes: 'admin' as never } } }, async () => 'never')
+  await other.register(gateway, { auth: baseAuth })
+  t.teardown(() => other.close())
+  const response = await other.inject({ url: '/early-bad', headers: bearer({ scope: 'admin' }) })
+  t.equal(response.statusCode, 500)
+  t.equal(response.json().code, 'GATEWAY_ERR_INTERNAL')
+  t.notMatch(response.body, /scopes|expected/, 'the option error is logged, not sent')
+  t.ok(logs.some((line) => line.includes('"route":"/early-bad"')), 'logged with the route')
+})
+
+t.test('claims that cannot be a header value are not forwarded; any Authorization is removed', async (t) => {
+  const other = await build({ ...baseAuth, identityHeaders: { claims: { tenant: 'x-tenant' } } })
+  t.teardown(() => other.close())
+  const response = await other.inject({ url: '/users/1', headers: bearer({ tenant: 'acme\r\nx-admin: 1' }) })
+  t.equal(response.statusCode, 200)
+  t.equal(upstream.requests.at(-1)?.headers['x-tenant'], undefined)
+  t.equal(upstream.requests.at(-1)?.headers['x-admin'], undefined)
+})
+
+t.test('clockTolerance 0 is accepted and applied', async (t) => {
+  const strict = await build({ jwt: { secret: SECRET, audience: 'api', clockTolerance: 0 } })
+  t.teardown(() => strict.close())
+  const justExpired = hs256({ exp: Math.floor(Date.now() / 1000) - 2 })
+  t.equal((await strict.inject({ url: '/users/1', headers: { authorization: `Bearer ${justExpired}` } })).statusCode, 401)
+})
+
+t.test('with auth: false, a route declaring scopes or an auth mode fails at boot', async (t) => {
+  const other = Fastify()
+  await other.register(gateway, { auth: false })
+  t.throws(() => other.get('/x', { config: { gateway: { scopes: ['admin'] } } }, async () => 'x'), { code: 'GATEWAY_ERR_INVALID_OPTION' })
+  other.get('/y', async (request) => ({ consumer: request.consumer }))
+  t.same((await other.inject({ url: '/y' })).json(), { consumer: null }, 'request.consumer is null, as typed')
+  await other.close()
+})

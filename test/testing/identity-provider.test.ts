@@ -3,7 +3,7 @@
 import t from 'tap'
 import { createPublicKey } from 'node:crypto'
 import { createDecoder, createVerifier } from 'fast-jwt'
-import { createIdentityProvider, type AsymmetricAlgorithm, type IdentityProvider } from '../../lib/testing/index.js'
+import { createIdentityProvider, type IdentityProviderAlgorithm, type IdentityProvider } from '../../lib/testing/index.js'
 
 const decode = createDecoder({ complete: true })
 const FETCH_TIMEOUT_MS = 2_000
@@ -19,7 +19,7 @@ async function jwks (idp: IdentityProvider): Promise<Array<Record<string, any>>>
 }
 
 /** Verify a token the way a relying party would: key found by kid in the JWKS, converted to PEM. */
-async function verify (idp: IdentityProvider, token: string, algorithm: AsymmetricAlgorithm): Promise<Record<string, any>> {
+async function verify (idp: IdentityProvider, token: string, algorithm: IdentityProviderAlgorithm): Promise<Record<string, any>> {
   const { kid } = decode(token).header
   const jwk = (await jwks(idp)).find((key) => key.kid === kid)
   if (jwk === undefined) throw new Error(`kid ${kid} not in the JWKS`)
