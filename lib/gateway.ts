@@ -9,6 +9,7 @@ import { identityHeaderNames, resolveAuthOptions } from './internal/auth-options
 import { headerName, optionalObject, rejectUnknownKeys, stringList } from './internal/options.js'
 import { auth } from './plugins/auth.js'
 import { correlationId, type CorrelationIdOptions } from './plugins/correlation-id.js'
+import { cors, type CorsOptions } from './plugins/cors.js'
 import { proxy } from './plugins/proxy.js'
 import { rateLimit } from './plugins/rate-limit.js'
 import { requestGuard } from './plugins/request-guard.js'
@@ -18,6 +19,8 @@ import type { AuthOptions, GatewayServiceOptions, RateLimitOptions } from './typ
 export interface GatewayOptions {
   /** Request id header handling (see {@link correlationId}). */
   correlationId?: CorrelationIdOptions
+  /** CORS (see {@link cors}); preflight is answered before auth. Off when absent. */
+  cors?: CorsOptions
   /**
    * Edge auth (see {@link auth}): every route needs a credential unless it is public. Required:
    * pass `false` to run without authentication (e.g. behind another authenticating proxy).
@@ -36,7 +39,7 @@ export interface GatewayOptions {
 
 const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway (fastify, input) {
   const options = optionalObject(input, '')
-  rejectUnknownKeys(options, ['correlationId', 'auth', 'rateLimit', 'identityHeaders', 'services'], '')
+  rejectUnknownKeys(options, ['correlationId', 'cors', 'auth', 'rateLimit', 'identityHeaders', 'services'], '')
   const idOptions = optionalObject(options.correlationId, 'correlationId') as CorrelationIdOptions
   // Secure by default: leaving auth out is a boot error, not an open gateway.
   if (options.auth === undefined) throw new InvalidOptionError('auth', 'configure auth, or pass `auth: false` to run without authentication')
@@ -48,20 +51,23 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
 
   await fastify.register(correlationId, idOptions)
   await fastify.register(requestGuard, { identityHeaders })
-  if (authOptions !== undefined) {
-    await fastify.register(auth, authOptions)
-  } else {
-    fastify.decorateRequest('consumer', null)
-    // Without auth, a declared scope or `auth` mode would be silently ignored: refuse it instead.
-    fastify.addHook('onRoute', function refuseAuthPolicyWithoutAuth (route) {
+  if (options.cors !== undefined) await fastify.register(cors, options.cors as CorsOptions)
+  if (authOptions !== undefined) await fastify.register(auth, authOptions)
+  else fastify.decorateRequest('consumer', null)
+  // Always registered (unless false): a limit declared on a service or route is never silently ignored.
+  if (options.rateLimit !== false) await fastify.register(rateLimit, (options.rateLimit ?? {}) as RateLimitOptions)
+  if (authOptions === undefined || options.rateLimit === false) {
+    // A policy declared for a plugin that is switched off would be silently ignored: refuse it.
+    fastify.addHook('onRoute', function refusePolicyWithoutPlugin (route) {
       const policy = route.config?.gateway
-      if ((policy?.scopes !== undefined && policy.scopes.length > 0) || policy?.auth !== undefined) {
+      if (authOptions === undefined && ((policy?.scopes !== undefined && policy.scopes.length > 0) || policy?.auth !== undefined)) {
         throw new InvalidOptionError(`config.gateway of ${route.url}`, 'declares scopes or an auth mode, but the gateway runs with auth: false')
+      }
+      if (options.rateLimit === false && typeof policy?.rateLimit === 'object') {
+        throw new InvalidOptionError(`config.gateway of ${route.url}.rateLimit`, 'declares a limit, but the gateway runs with rateLimit: false')
       }
     })
   }
-  // Always registered (unless false): a limit declared on a service or route is never silently ignored.
-  if (options.rateLimit !== false) await fastify.register(rateLimit, (options.rateLimit ?? {}) as RateLimitOptions)
   if (options.services !== undefined) {
     await fastify.register(proxy, {
       services: options.services as Record<string, GatewayServiceOptions>,
@@ -71,8 +77,8 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
 }
 
 /**
- * Registers the gateway's plugins in their one correct order: correlation id, request guard, auth,
- * rate limit, proxy.
+ * Registers the gateway's plugins in their one correct order: correlation id, request guard, CORS,
+ * auth, rate limit, proxy.
  *
  * @example
  * ```ts

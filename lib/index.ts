@@ -6,6 +6,7 @@ export { gatewayServerOptions, type GatewayServerOptions } from './server-option
 export { correlationId, requestIdGenerator, isValidTraceparent, type CorrelationIdOptions } from './plugins/correlation-id.js'
 export { requestGuard, type RequestGuardOptions } from './plugins/request-guard.js'
 export { proxy, type ProxyOptions } from './plugins/proxy.js'
+export { cors, type CorsOptions } from './plugins/cors.js'
 export { auth } from './plugins/auth.js'
 export { rateLimit } from './plugins/rate-limit.js'
 export {

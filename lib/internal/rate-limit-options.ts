@@ -60,6 +60,7 @@ export function resolveRateLimitOptions (input: unknown): ResolvedRateLimitOptio
   if (onStoreError !== 'open' && onStoreError !== 'closed' && onStoreError !== 'local') throw new InvalidOptionError('rateLimit.onStoreError', 'expected "open", "closed" or "local"')
   const perConsumer = resolveLimit(options.perConsumer, 'rateLimit.perConsumer', 'consumer')
   if (perConsumer === false) throw new InvalidOptionError('rateLimit.perConsumer', 'leave it out instead of false')
+  if (options.legacyHeaders !== undefined && typeof options.legacyHeaders !== 'boolean') throw new InvalidOptionError('rateLimit.legacyHeaders', 'expected a boolean')
   if (options.keyPrefix !== undefined && (typeof options.keyPrefix !== 'string' || options.keyPrefix.length > 64)) throw new InvalidOptionError('rateLimit.keyPrefix', 'expected a string of at most 64 characters')
   return Object.freeze({
     store: options.store as RateLimitRedisClient | undefined,

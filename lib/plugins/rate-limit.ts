@@ -18,11 +18,19 @@ import type { GatewayRoutePolicy, RateLimitOptions } from '../types.js'
 
 type Check = ReturnType<FastifyInstance['createRateLimit']>
 type Counted = Extract<Awaited<ReturnType<Check>>, { isAllowed: false }>
-type RouteLimits = readonly ResolvedLimit[]
+/**
+ * A route's limits. `personal` ones (a bucket per caller) are counted first; `shared` ones (`by:
+ * 'all'`) only when no personal limit refused the request — so a caller over its own quota cannot
+ * keep spending a limit everyone shares.
+ */
+interface RouteLimits {
+  readonly personal: readonly ResolvedLimit[]
+  readonly shared: readonly ResolvedLimit[]
+}
 
 const kLimits = Symbol('fastify-gateway.rate-limits')
-const NO_LIMITS: RouteLimits = Object.freeze([])
-const INVALID: RouteLimits = Object.freeze([Object.freeze({ name: 'invalid', max: 0, windowMs: 1, by: 'all', dryRun: false })])
+const NO_LIMITS: RouteLimits = Object.freeze({ personal: Object.freeze([]), shared: Object.freeze([]) })
+const INVALID: RouteLimits = Object.freeze({ personal: Object.freeze([]), shared: Object.freeze([]) })
 
 class StoreTimeoutError extends Error {
   readonly code = 'GATEWAY_RATE_LIMIT_STORE_TIMEOUT'
@@ -38,10 +46,20 @@ async function countingEngine (fastify: FastifyInstance, settings: Parameters<ty
   return create as FastifyInstance['createRateLimit']
 }
 
+/**
+ * The bucket of a caller: the verified consumer, namespaced by where its id comes from (the same
+ * `sub` at two issuers is two people), else the client IP as trustProxy sees it (IPv6 by /64).
+ */
 function identityOf (request: FastifyRequest): string {
   // `consumer` is undefined when the gateway runs without the auth plugin.
   const consumer = request.consumer
-  return consumer != null && consumer.kind !== 'anonymous' ? `c:${consumer.id}` : `ip:${normalizeIP(request.ip, 64)}`
+  if (consumer == null || consumer.kind === 'anonymous') return `ip:${normalizeIP(request.ip, 64)}`
+  return consumer.kind === 'jwt' ? `jwt:${String(consumer.claims.iss ?? '')}:${consumer.id}` : `key:${consumer.id}`
+}
+
+/** A limit's `max()` failed: a configuration problem of that limit, never a store outage. */
+class LimitEvaluationError extends Error {
+  readonly code = 'GATEWAY_RATE_LIMIT_MAX'
 }
 
 const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rateLimit (fastify, input) {
@@ -51,8 +69,18 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
   const createShared = store === undefined ? undefined : await countingEngine(fastify, { global: false, redis: store as never, nameSpace: options.keyPrefix })
   const checks = new WeakMap<ResolvedLimit, { shared: Check | undefined, local: Check }>()
   const serviceLimits = new Map<string, ResolvedLimit | undefined>()
+  // By the declared object: Fastify's automatic HEAD route shares its GET route's config, and its counter.
+  const routeLimits = new WeakMap<object, ResolvedLimit | undefined>()
   const lazilyResolved = new WeakMap<object, RouteLimits>()
   let storeDownUntil = 0
+
+  // Composed by hand in the wrong order, limits would key every caller by IP: fail at boot instead.
+  const authRegisteredBefore = fastify.hasPlugin('fastify-gateway.auth')
+  fastify.addHook('onReady', function checkPluginOrder (done) {
+    done(!authRegisteredBefore && fastify.hasPlugin('fastify-gateway.auth')
+      ? new Error('fastify-gateway.rate-limit is registered before fastify-gateway.auth: register auth first, limits key on the verified consumer')
+      : undefined)
+  })
 
   function checksOf (limit: ResolvedLimit, key: string): { shared: Check | undefined, local: Check } {
     let found = checks.get(limit)
@@ -61,9 +89,14 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
         max: typeof limit.max === 'number'
           ? limit.max
           : (request: FastifyRequest) => {
-              const max = (limit.max as (consumer: unknown) => number)(request.consumer ?? null)
-              if (!Number.isSafeInteger(max) || max < 0) throw new TypeError(`rate limit "${limit.name}": max() returned ${String(max)}`)
-              return max
+              let max: unknown
+              try {
+                max = (limit.max as (consumer: unknown) => unknown)(request.consumer ?? null)
+              } catch (error) {
+                throw new LimitEvaluationError(`rate limit "${limit.name}": max() threw`, { cause: error })
+              }
+              if (!Number.isSafeInteger(max) || (max as number) < 0) throw new LimitEvaluationError(`rate limit "${limit.name}": max() returned ${String(max)}`)
+              return max as number
             },
         timeWindow: limit.windowMs,
         keyGenerator: limit.by === 'all' ? () => `${key}:all` : (request: FastifyRequest) => `${key}:${identityOf(request)}`,
@@ -89,13 +122,21 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       if (!serviceLimits.has(service)) serviceLimits.set(service, resolveLimit(declared, `services.${service}.rateLimit`, service) as ResolvedLimit | undefined)
       extra = serviceLimits.get(service)
       key = `service:${service}`
-    } else {
-      extra = resolveLimit(declared, `config.gateway of ${url}.rateLimit`, 'route') as ResolvedLimit | undefined
+    } else if (declared !== undefined) {
+      if (!routeLimits.has(declared)) routeLimits.set(declared, resolveLimit(declared, `config.gateway of ${url}.rateLimit`, 'route') as ResolvedLimit | undefined)
+      extra = routeLimits.get(declared)
       key = `route:${[method].flat().join(',')} ${url}`
+    } else {
+      key = ''
     }
+    const limits = [options.perConsumer, extra].filter((limit): limit is ResolvedLimit => limit !== undefined)
+    if (limits.length === 0) return NO_LIMITS
     if (options.perConsumer !== undefined) checksOf(options.perConsumer, 'consumer')
     if (extra !== undefined) checksOf(extra, key)
-    return Object.freeze([options.perConsumer, extra].filter((limit): limit is ResolvedLimit => limit !== undefined))
+    return Object.freeze({
+      personal: Object.freeze(limits.filter((limit) => limit.by === 'consumer')),
+      shared: Object.freeze(limits.filter((limit) => limit.by === 'all'))
+    })
   }
 
   fastify.addHook('onRoute', function resolveRateLimits (route: RouteOptions) {
@@ -122,7 +163,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     return lazy
   }
 
-  async function countShared (request: FastifyRequest, limits: RouteLimits): Promise<Counted[] | undefined> {
+  async function countShared (request: FastifyRequest, limits: readonly ResolvedLimit[]): Promise<Counted[] | undefined> {
     if (Date.now() < storeDownUntil) return undefined
     let timer: NodeJS.Timeout | undefined
     try {
@@ -136,7 +177,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       }
       return counted as Counted[]
     } catch (error) {
-      if (error instanceof TypeError) throw error
+      if (error instanceof LimitEvaluationError) throw error
       if (storeDownUntil === 0) fastify.log.warn({ code: (error as { code?: string }).code, onStoreError }, 'rate-limit store unavailable: applying the failure policy')
       storeDownUntil = Date.now() + storeRetryIntervalMs
       return undefined
@@ -145,26 +186,35 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     }
   }
 
-  async function enforce (request: FastifyRequest, reply: FastifyReply, limits: RouteLimits): Promise<void> {
-    let counted = store === undefined ? undefined : await countShared(request, limits)
-    if (counted === undefined && store !== undefined) {
-      if (onStoreError === 'open') return
-      if (onStoreError === 'closed') {
-        sendProblem(reply, 'GATEWAY_ERR_RATE_LIMIT_STORE', { headers: { 'retry-after': Math.ceil(storeRetryIntervalMs / 1000) } })
-        return
-      }
+  /** Counts one batch: in the store, or per the failure policy; `'open'`/`'closed'` when it decided. */
+  async function count (request: FastifyRequest, batch: readonly ResolvedLimit[]): Promise<Counted[] | 'open' | 'closed'> {
+    if (batch.length === 0) return []
+    if (store !== undefined) {
+      const counted = await countShared(request, batch)
+      if (counted !== undefined) return counted
+      if (onStoreError !== 'local') return onStoreError
     }
-    counted ??= await Promise.all(limits.map(async (limit) => await (checks.get(limit)?.local as Check)(request))) as Counted[]
+    return await Promise.all(batch.map(async (limit) => await (checks.get(limit)?.local as Check)(request))) as Counted[]
+  }
+
+  async function enforce (request: FastifyRequest, reply: FastifyReply, limits: RouteLimits): Promise<void> {
+    const personal = await count(request, limits.personal)
+    if (personal === 'closed') return refuseForStore(reply)
+    if (personal === 'open') return
+    const evaluated: Array<[ResolvedLimit, Counted]> = limits.personal.map((limit, i) => [limit, personal[i]])
+    if (!evaluated.some(([limit, result]) => result.isExceeded && !limit.dryRun)) {
+      const shared = await count(request, limits.shared)
+      if (shared === 'closed') return refuseForStore(reply)
+      if (shared !== 'open') limits.shared.forEach((limit, i) => evaluated.push([limit, shared[i]]))
+    }
 
     const policies: string[] = []
     const states: string[] = []
     let retryAfter = 0
     let tightest: Counted | undefined
-    for (let i = 0; i < limits.length; i++) {
-      const limit = limits[i]
-      const result = counted[i]
+    for (const [limit, result] of evaluated) {
       if (limit.dryRun) {
-        if (result.isExceeded) request.log.info({ limit: limit.name, remaining: result.remaining }, 'rate limit would block (dry run)')
+        if (result.isExceeded) request.log.info({ limit: limit.name, key: result.key }, 'rate limit would block (dry run)')
         continue
       }
       policies.push(`"${limit.name}";q=${result.max};w=${Math.ceil(limit.windowMs / 1000)}`)
@@ -182,9 +232,13 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     }
   }
 
+  function refuseForStore (reply: FastifyReply): void {
+    sendProblem(reply, 'GATEWAY_ERR_RATE_LIMIT_STORE', { headers: { 'retry-after': Math.ceil(storeRetryIntervalMs / 1000) } })
+  }
+
   fastify.addHook('onRequest', function limitRequest (request, reply, done) {
     const limits = limitsOf(request)
-    if (limits.length === 0) {
+    if (limits === NO_LIMITS) {
       done()
       return
     }

@@ -102,7 +102,7 @@ t.test('dry run: counts and logs what would be blocked, never blocks, sends no h
     t.equal(response.statusCode, 200)
     t.equal(response.headers.ratelimit, undefined)
   }
-  const wouldBlock = logs.map((line) => JSON.parse(line)).filter((entry) => entry.limit === 'consumer' && entry.remaining === 0)
+  const wouldBlock = logs.map((line) => JSON.parse(line)).filter((entry) => entry.limit === 'consumer' && typeof entry.key === 'string')
   t.equal(wouldBlock.length, 3, 'requests 3, 4 and 5 would have been blocked')
 })
 
@@ -185,4 +185,51 @@ t.test('200,000 distinct keys keep the memory store within its bound', async (t)
   // docs/rate-limit.md: about 300 bytes per counter, memoryKeys counters per limit.
   const bound = memoryKeys * 300
   t.ok(grown < bound, `180,000 more distinct keys grew the heap by ${(grown / 1e6).toFixed(2)} MB (bound ${(bound / 1e6).toFixed(1)} MB) in ${Date.now() - started} ms`)
+})
+
+t.test('a caller over its own limit does not spend a limit everyone shares', async (t) => {
+  const app = await build(t, {
+    rateLimit: { perConsumer: { max: 1, window: '1m' } },
+    services: { shared: { upstream: upstream.url, prefix: '/shared', rateLimit: { max: 3, window: '1m', by: 'all' } } }
+  })
+  t.equal((await app.inject({ url: '/shared/x', headers: as('noisy') })).statusCode, 200)
+  for (let i = 0; i < 10; i++) t.equal((await app.inject({ url: '/shared/x', headers: as('noisy') })).statusCode, 429)
+  t.equal((await app.inject({ url: '/shared/x', headers: as('quiet-1') })).statusCode, 200, 'the shared limit still has room')
+  t.equal((await app.inject({ url: '/shared/x', headers: as('quiet-2') })).statusCode, 200)
+  t.equal((await app.inject({ url: '/shared/x', headers: as('quiet-3') })).statusCode, 429, 'and it does limit')
+})
+
+t.test('a GET route limit also counts its automatic HEAD route, in one bucket', async (t) => {
+  const app = await build(t, {})
+  t.equal((await app.inject({ url: '/search', headers: as('h') })).statusCode, 200)
+  t.equal((await app.inject({ method: 'HEAD', url: '/search', headers: as('h') })).statusCode, 200)
+  t.equal((await app.inject({ url: '/search', headers: as('h') })).statusCode, 429)
+})
+
+t.test('a max() that throws answers 500 for that limit only, never a store outage for everyone', async (t) => {
+  const app = await build(t, { rateLimit: { perConsumer: { max: (consumer) => { if (consumer?.id === 'odd') throw new Error('no plan'); return 5 }, window: '1m' } } })
+  app.get('/plan', async () => 'ok')
+  const odd = await app.inject({ url: '/plan', headers: as('odd') })
+  t.equal(odd.statusCode, 500)
+  t.equal(odd.json().code, 'GATEWAY_ERR_INTERNAL')
+  t.equal((await app.inject({ url: '/plan', headers: as('normal') })).statusCode, 200)
+})
+
+t.test('the same sub at two issuers is two buckets', async (t) => {
+  const app = await build(t, { rateLimit: { perConsumer: { max: 1, window: '1m' } } })
+  app.get('/who', async () => 'ok')
+  t.equal((await app.inject({ url: '/who', headers: as('sam', { iss: 'https://a.example' }) })).statusCode, 200)
+  t.equal((await app.inject({ url: '/who', headers: as('sam', { iss: 'https://b.example' }) })).statusCode, 200)
+  t.equal((await app.inject({ url: '/who', headers: as('sam', { iss: 'https://a.example' }) })).statusCode, 429)
+})
+
+t.test('rateLimit registered before auth (by hand) fails at boot; rateLimit: false refuses declared limits', async (t) => {
+  const { correlationId, requestGuard, rateLimit, auth } = await import('../../lib/index.js')
+  const wrong = Fastify()
+  wrong.register(correlationId).register(requestGuard).register(rateLimit, {}).register(auth, { jwt: { secret: SECRET } })
+  await t.rejects(async () => { await wrong.ready() }, /registered before fastify-gateway\.auth/)
+  const off = Fastify()
+  await off.register(gateway, { auth: false, rateLimit: false })
+  t.throws(() => off.get('/x', { config: { gateway: { rateLimit: { max: 1, window: '1s' } } } }, async () => 'x'), { code: 'GATEWAY_ERR_INVALID_OPTION' })
+  await off.close()
 })
