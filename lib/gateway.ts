@@ -8,6 +8,7 @@ import { InvalidOptionError } from './errors.js'
 import { identityHeaderNames, resolveAuthOptions } from './internal/auth-options.js'
 import { headerName, optionalObject, rejectUnknownKeys, stringList } from './internal/options.js'
 import { auth } from './plugins/auth.js'
+import { breaker } from './plugins/breaker.js'
 import { correlationId, type CorrelationIdOptions } from './plugins/correlation-id.js'
 import { cors, type CorsOptions } from './plugins/cors.js'
 import { proxy } from './plugins/proxy.js'
@@ -69,6 +70,11 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
     })
   }
   if (options.services !== undefined) {
+    // A breaker per service unless `breaker: false`; validated by the breaker plugin.
+    const services = optionalObject(options.services, 'services')
+    await fastify.register(breaker, {
+      services: Object.fromEntries(Object.entries(services).map(([name, service]) => [name, (service as GatewayServiceOptions)?.breaker ?? {}]))
+    })
     await fastify.register(proxy, {
       services: options.services as Record<string, GatewayServiceOptions>,
       requestIdHeader: idOptions.header
@@ -78,7 +84,7 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
 
 /**
  * Registers the gateway's plugins in their one correct order: correlation id, request guard, CORS,
- * auth, rate limit, proxy.
+ * auth, rate limit, breaker, proxy.
  *
  * @example
  * ```ts

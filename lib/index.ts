@@ -9,6 +9,7 @@ export { proxy, type ProxyOptions } from './plugins/proxy.js'
 export { cors, type CorsOptions } from './plugins/cors.js'
 export { auth } from './plugins/auth.js'
 export { rateLimit } from './plugins/rate-limit.js'
+export { breaker, BreakerOpenError, type BreakerOptions, type BreakerPolicy, type ServiceBreaker } from './plugins/breaker.js'
 export {
   GATEWAY_ERRORS, sendProblem, problemBody, InvalidOptionError, PROBLEM_CONTENT_TYPE,
   type GatewayErrorCode, type GatewayProblem

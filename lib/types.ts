@@ -40,6 +40,8 @@ export interface GatewayServiceOptions {
   scopes?: readonly string[]
   /** A limit for the service's routes (see {@link RateLimitPolicy}); `false` exempts them from every limit. */
   rateLimit?: RateLimitPolicy | false
+  /** The service's circuit breaker (defaults: 50 %, 30 s, volume 10, 10 s window); `false` for none. */
+  breaker?: import('./plugins/breaker.js').BreakerPolicy | false
 }
 
 /** Per-route gateway policy, declared next to the route in `config.gateway`. */

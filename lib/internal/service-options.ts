@@ -13,7 +13,7 @@ export const SERVICE_DEFAULTS = Object.freeze({
   connections: 128
 })
 
-const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'public', 'auth', 'scopes', 'rateLimit'] as const
+const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 // Static path segments only: find-my-way reads ":" and "*" as parameters.
 const STATIC_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()+,=@]+)*$/

@@ -16,6 +16,7 @@ import { connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../int
 import { headerName, optionalObject, rejectUnknownKeys } from '../internal/options.js'
 import { resolveServices, type ResolvedService } from '../internal/service-options.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError } from '../internal/upstream-errors.js'
+import { BreakerOpenError, NotCountedError } from './breaker.js'
 import type { GatewayServiceOptions } from '../types.js'
 
 /** Options of the {@link proxy} plugin. */
@@ -86,8 +87,25 @@ function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: AnyReply, pre
 /** What reply-from actually passes to `onResponse` (its typings say ServerResponse). */
 interface UpstreamResponse { headers: IncomingHttpHeaders, stream: Readable }
 
+/** A failure the breaker counts: the upstream answered with a failure status (5xx). */
+class UpstreamStatusError extends Error {
+  readonly code = 'GATEWAY_UPSTREAM_STATUS'
+}
+
+// The outcome of a proxied call, reported to the service's breaker (only for calls that run in one).
+const outcomes = new WeakMap<object, (failure: Error | undefined) => void>()
+
+function settle (request: object, failure: Error | undefined): void {
+  const report = outcomes.get(request)
+  if (report === undefined) return
+  outcomes.delete(request)
+  report(failure)
+}
+
 function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }): void {
   const code = classifyUpstreamError(error)
+  // A body over the limit is the client's doing: never a strike against the upstream.
+  settle(reply.request, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? new NotCountedError(code) : error)
   // reply-from already logged the failure (through serializeUpstreamError, so without addresses).
   if (reply.sent) return
   sendProblem(reply, code, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? { headers: { connection: 'close' } } : undefined)
@@ -110,6 +128,8 @@ function answerRouteError (error: FastifyError, request: FastifyRequest, reply: 
 
 function registerService (fastify: FastifyInstance, service: ResolvedService, requestIdHeader: string): void {
   const agent = createAgent(service)
+  // The service's breaker, when the breaker plugin is registered (the umbrella registers it first).
+  const circuit = fastify.hasDecorator('gateway') ? fastify.gateway.breaker(service.name) : undefined
   const { prefix, targets } = service
   // origin, and the path every upstream path starts with (base path of the URL + rewritePrefix)
   const bases = targets.map((target) => ({ origin: target.origin, path: target.basePath + service.rewritePrefix }))
@@ -136,6 +156,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       }
       copyUpstreamHeaders(res.headers, reply, prefix, bases)
       reply.send(res.stream)
+      settle(reply.request, reply.statusCode >= 500 ? new UpstreamStatusError(`upstream answered ${reply.statusCode}`) : undefined)
     },
     onError: answerUpstreamFailure,
     retryDelay: neverRetry
@@ -151,7 +172,30 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     const base = bases[nextTarget]
     nextTarget = (nextTarget + 1) % bases.length
     // reply-from appends the raw query string itself.
-    return reply.from(base.origin + (base.path + path.slice(prefix.length) || '/'), fromOptions)
+    const target = base.origin + (base.path + path.slice(prefix.length) || '/')
+    if (circuit === undefined) return reply.from(target, fromOptions)
+    circuit.run(async () => await forward(request, reply, target)).catch((error: unknown) => {
+      // Other failures were answered by reply-from's hooks; only a refusal by the breaker is ours.
+      if (error instanceof BreakerOpenError && !reply.sent) {
+        sendProblem(reply, 'GATEWAY_ERR_CIRCUIT_OPEN', { headers: { 'retry-after': circuit.retryAfterSeconds() } })
+      }
+    })
+    return reply
+  }
+
+  /** One proxied call as a promise the breaker can count: settled by reply-from's hooks, or when the response closes. */
+  async function forward (request: FastifyRequest, reply: FastifyReply, target: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      outcomes.set(request, (failure) => { if (failure === undefined) resolve(); else reject(failure) })
+      // A client that goes away, or a response that ends without our hooks, is not the upstream's fault.
+      reply.raw.once('close', () => { settle(request, new NotCountedError('GATEWAY_RESPONSE_CLOSED')) })
+      try {
+        reply.from(target, fromOptions)
+      } catch (error) {
+        settle(request, new NotCountedError('GATEWAY_REQUEST_REFUSED'))
+        answerRouteError(error as FastifyError, request, reply)
+      }
+    })
   }
 
   fastify.register(async function gatewayService (instance) {

@@ -1,0 +1,138 @@
+/**
+ * breaker: one circuit breaker per service (opossum), used by the proxy and available to the team's
+ * own handlers as `fastify.gateway.breaker(name)`. Transport errors, timeouts and 5xx count as
+ * failures, 4xx as successes. Open → 503 `GATEWAY_ERR_CIRCUIT_OPEN` with `Retry-After` until the
+ * next probe; half-open lets exactly one probe through. Breakers are shut down in onClose.
+ */
+import type { FastifyPluginAsync } from 'fastify'
+import CircuitBreaker from 'opossum'
+import fp from 'fastify-plugin'
+import { InvalidOptionError } from '../errors.js'
+import { toMilliseconds, type Duration } from '../internal/duration.js'
+import { isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys } from '../internal/options.js'
+
+/** When a service's breaker opens, and for how long. */
+export interface BreakerPolicy {
+  /** Failure percentage in the rolling window that opens the breaker. Default 50. */
+  errorThresholdPercentage?: number
+  /** How long the breaker stays open before one probe is let through. Default 30 s. */
+  resetTimeout?: Duration
+  /** Requests in the window before the breaker may open at all. Default 10 (opossum's 0 opens on the first failure). */
+  volumeThreshold?: number
+  /** The rolling window failures are counted in. Default 10 s. */
+  rollingWindow?: Duration
+}
+
+/** Options of the {@link breaker} plugin. */
+export interface BreakerOptions {
+  /** A breaker per service name; `false` for none. */
+  services?: Record<string, BreakerPolicy | false>
+}
+
+/** A service's breaker, for the proxy and for the team's own calls to the service. */
+export interface ServiceBreaker {
+  readonly name: string
+  readonly state: 'closed' | 'open' | 'half-open'
+  /** Run `action` through the breaker; rejects with {@link BreakerOpenError} when open. A rejection of `action` counts as a failure. */
+  run: <T>(action: () => Promise<T>) => Promise<T>
+  /** Whole seconds until the next probe (at least 1 while open). */
+  retryAfterSeconds: () => number
+}
+
+/** The breaker refused the call without running it. */
+export class BreakerOpenError extends Error {
+  readonly code = 'GATEWAY_CIRCUIT_OPEN'
+}
+
+/** A failure that must not count against the upstream (e.g. the client's body was too large). */
+export class NotCountedError extends Error {
+  readonly code: string
+  constructor (code: string) {
+    super(code)
+    this.code = code
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** fastify-gateway's shared services. */
+    gateway: { breaker: (name: string) => ServiceBreaker | undefined }
+  }
+}
+
+const DEFAULTS = Object.freeze({ errorThresholdPercentage: 50, resetTimeoutMs: 30_000, volumeThreshold: 10, rollingWindowMs: 10_000 })
+
+function resolvePolicy (input: unknown, path: string) {
+  const policy = optionalObject(input, path)
+  rejectUnknownKeys(policy, ['errorThresholdPercentage', 'resetTimeout', 'volumeThreshold', 'rollingWindow'], path)
+  const threshold = policy.errorThresholdPercentage ?? DEFAULTS.errorThresholdPercentage
+  if (typeof threshold !== 'number' || !(threshold > 0 && threshold <= 100)) throw new InvalidOptionError(`${path}.errorThresholdPercentage`, 'expected a percentage in (0, 100]')
+  return Object.freeze({
+    errorThresholdPercentage: threshold,
+    resetTimeoutMs: policy.resetTimeout === undefined ? DEFAULTS.resetTimeoutMs : toMilliseconds(policy.resetTimeout, `${path}.resetTimeout`),
+    volumeThreshold: positiveInteger(policy.volumeThreshold, `${path}.volumeThreshold`, DEFAULTS.volumeThreshold),
+    rollingWindowMs: policy.rollingWindow === undefined ? DEFAULTS.rollingWindowMs : toMilliseconds(policy.rollingWindow, `${path}.rollingWindow`)
+  })
+}
+
+const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker (fastify, input) {
+  const options = optionalObject(input, 'breaker')
+  rejectUnknownKeys(options, ['services'], 'breaker')
+  const breakers = new Map<string, ServiceBreaker>()
+  const circuits: CircuitBreaker[] = []
+
+  for (const [name, input] of Object.entries(optionalObject(options.services, 'breaker.services'))) {
+    if (input === false) continue
+    if (input !== undefined && !isPlainObject(input)) throw new InvalidOptionError(`services.${name}.breaker`, 'expected an object or false')
+    const policy = resolvePolicy(input, `services.${name}.breaker`)
+    const circuit = new CircuitBreaker(async (action: () => Promise<unknown>) => await action(), {
+      timeout: false, // the proxy's connect/headers/body timeouts bound every call
+      errorThresholdPercentage: policy.errorThresholdPercentage,
+      resetTimeout: policy.resetTimeoutMs,
+      volumeThreshold: policy.volumeThreshold,
+      rollingCountTimeout: policy.rollingWindowMs,
+      rollingCountBuckets: 10,
+      errorFilter: (error: unknown) => error instanceof NotCountedError
+    })
+    let openedAt = 0
+    circuit.on('open', () => {
+      openedAt = Date.now()
+      fastify.log.warn({ service: name }, 'circuit breaker open: failing fast')
+    })
+    circuit.on('halfOpen', () => { fastify.log.info({ service: name }, 'circuit breaker half-open: one probe') })
+    circuit.on('close', () => { fastify.log.info({ service: name }, 'circuit breaker closed') })
+    circuits.push(circuit)
+    const serviceBreaker: ServiceBreaker = {
+      name,
+      get state () { return circuit.opened ? 'open' : circuit.halfOpen ? 'half-open' : 'closed' },
+      async run<T> (action: () => Promise<T>): Promise<T> {
+        try {
+          return await circuit.fire(action) as T
+        } catch (error) {
+          if ((error as { code?: string }).code === 'EOPENBREAKER') throw new BreakerOpenError(`circuit of ${name} is open`)
+          throw error
+        }
+      },
+      retryAfterSeconds: () => Math.max(1, Math.ceil((openedAt + policy.resetTimeoutMs - Date.now()) / 1000))
+    }
+    breakers.set(name, Object.freeze(serviceBreaker))
+  }
+
+  fastify.decorate('gateway', Object.freeze({ breaker: (name: string) => breakers.get(name) }))
+  fastify.addHook('onClose', async () => { for (const circuit of circuits) circuit.shutdown() })
+}
+
+/**
+ * A circuit breaker per service. Registered by the umbrella from `services.<name>.breaker`.
+ *
+ * @example
+ * ```ts
+ * const orders = app.gateway.breaker('orders')
+ * app.get('/summary', async () => await orders?.run(async () => await fetchOrders()))
+ * ```
+ */
+export const breaker = fp(breakerPlugin, {
+  fastify: '5.x',
+  name: 'fastify-gateway.breaker',
+  dependencies: ['fastify-gateway.correlation-id', 'fastify-gateway.request-guard']
+})

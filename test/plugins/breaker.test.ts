@@ -1,0 +1,109 @@
+// Circuit breaker per service (SECURITY.md § H): fast failure with the upstream frozen, 4xx not
+// counted, services isolated, exactly one half-open probe, no timers left after close().
+import t, { type Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { gateway, type BreakerPolicy } from '../../lib/index.js'
+import { createTestUpstream, type TestUpstream } from '../../lib/testing/index.js'
+
+const RESET_MS = 300
+const policy: BreakerPolicy = { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeout: RESET_MS }
+
+async function build (t: Test): Promise<{ app: FastifyInstance, a: TestUpstream, b: TestUpstream }> {
+  const a = await createTestUpstream()
+  const b = await createTestUpstream()
+  const app = Fastify()
+  await app.register(gateway, {
+    auth: false,
+    services: { a: { upstream: a.url, prefix: '/a', breaker: policy }, b: { upstream: b.url, prefix: '/b', breaker: policy } }
+  })
+  t.teardown(async () => { await app.close(); await a.close(); await b.close() })
+  return { app, a, b }
+}
+
+async function openBreaker (app: FastifyInstance, upstream: TestUpstream, path: string): Promise<void> {
+  upstream.respond(() => ({ status: 503 }))
+  for (let i = 0; i < 4; i++) await app.inject({ url: path })
+}
+
+t.test('after the threshold: 503 fast with Retry-After, the upstream frozen', async (t) => {
+  const { app, a } = await build(t)
+  await openBreaker(app, a, '/a/x')
+  const frozen = a.requests.length
+  for (let i = 0; i < 10; i++) {
+    const started = performance.now()
+    const response = await app.inject({ url: '/a/x' })
+    const elapsed = performance.now() - started
+    t.equal(response.statusCode, 503)
+    t.equal(response.json().code, 'GATEWAY_ERR_CIRCUIT_OPEN')
+    t.match(response.headers['retry-after'], /^[1-9]\d*$/)
+    t.ok(elapsed < 20, `answered in ${elapsed.toFixed(1)} ms`)
+  }
+  t.equal(a.requests.length, frozen, 'the upstream saw none of them')
+  t.equal(app.gateway.breaker('a')?.state, 'open')
+})
+
+t.test('4xx answers do not open the breaker; timeouts and transport errors do', async (t) => {
+  const { app, a } = await build(t)
+  a.respond(() => ({ status: 404 }))
+  for (let i = 0; i < 20; i++) t.equal((await app.inject({ url: '/a/x' })).statusCode, 404)
+  t.equal(app.gateway.breaker('a')?.state, 'closed')
+  a.respond(() => 'reset')
+  // The 20 successes stay in the window: 30 resets make 60 % failures.
+  for (let i = 0; i < 30; i++) await app.inject({ url: '/a/x' })
+  t.equal(app.gateway.breaker('a')?.state, 'open', 'resets count')
+})
+
+t.test('service A failing does not open service B', async (t) => {
+  const { app, a, b } = await build(t)
+  await openBreaker(app, a, '/a/x')
+  t.equal((await app.inject({ url: '/a/x' })).statusCode, 503)
+  t.equal((await app.inject({ url: '/b/x' })).statusCode, 200)
+  t.equal(app.gateway.breaker('b')?.state, 'closed')
+  t.equal(b.requests.length, 1)
+})
+
+for (const outcome of ['success', 'failure'] as const) {
+  t.test(`half-open: 20 concurrent requests → exactly one probe; ${outcome} ${outcome === 'success' ? 'closes' : 're-opens'}`, async (t) => {
+    const { app, a } = await build(t)
+    await openBreaker(app, a, '/a/x')
+    await new Promise((resolve) => setTimeout(resolve, RESET_MS + 50))
+    t.equal(app.gateway.breaker('a')?.state, 'half-open')
+    const before = a.requests.length
+    a.respond(() => (outcome === 'success' ? { status: 200, body: 'ok', delay: 50 } : { status: 500, delay: 50 }))
+    const statuses = await Promise.all(Array.from({ length: 20 }, async () => (await app.inject({ url: '/a/probe' })).statusCode))
+    t.equal(a.requests.length - before, 1, 'exactly one request reached the upstream')
+    t.equal(statuses.filter((status) => status === 503).length, 19, 'the others failed fast')
+    t.equal(statuses.filter((status) => status === (outcome === 'success' ? 200 : 500)).length, 1, 'the probe got the upstream\'s answer')
+    await new Promise((resolve) => setImmediate(resolve))
+    t.equal(app.gateway.breaker('a')?.state, outcome === 'success' ? 'closed' : 'open')
+  })
+}
+
+t.test('the team\'s own handlers use the same breaker', async (t) => {
+  const { app, a } = await build(t)
+  await openBreaker(app, a, '/a/x')
+  let called = false
+  const error = await app.gateway.breaker('a')?.run(async () => { called = true }).catch((err: unknown) => err)
+  t.equal((error as { code?: string }).code, 'GATEWAY_CIRCUIT_OPEN')
+  t.equal(called, false)
+})
+
+t.test('invalid breaker options are refused at registration', async (t) => {
+  const app = Fastify()
+  app.register(gateway, { auth: false, services: { a: { upstream: 'http://127.0.0.1:1', prefix: '/a', breaker: { errorThresholdPercentage: 0 } } } })
+  await t.rejects(async () => { await app.ready() }, { code: 'GATEWAY_ERR_INVALID_OPTION', message: /services\.a\.breaker\.errorThresholdPercentage/ })
+})
+
+t.test('the process exits on its own after app.close(): no breaker timers left behind', async (t) => {
+  const child = spawn(new URL('../../node_modules/.bin/node', import.meta.url).pathname, ['--import', '@tapjs/typescript/import', 'test/fixtures/close-exits.ts'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let output = ''
+  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
+  const [code, signal] = await once(child, 'exit')
+  clearTimeout(timer)
+  t.match(output, 'closed')
+  t.equal(signal, null, 'not killed by the 20 s guard')
+  t.equal(code, 0)
+})
