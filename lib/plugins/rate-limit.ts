@@ -69,8 +69,9 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
   const createShared = store === undefined ? undefined : await countingEngine(fastify, { global: false, redis: store as never, nameSpace: options.keyPrefix })
   const checks = new WeakMap<ResolvedLimit, { shared: Check | undefined, local: Check }>()
   const serviceLimits = new Map<string, ResolvedLimit | undefined>()
-  // By the declared object: Fastify's automatic HEAD route shares its GET route's config, and its counter.
-  const routeLimits = new WeakMap<object, ResolvedLimit | undefined>()
+  // By method and URL, HEAD folded into GET: Fastify's automatic HEAD route shares its GET route's
+  // counter, while two routes that share one declared object still get a bucket each.
+  const routeLimits = new Map<string, ResolvedLimit | undefined>()
   const lazilyResolved = new WeakMap<object, RouteLimits>()
   let storeDownUntil = 0
 
@@ -123,9 +124,9 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       extra = serviceLimits.get(service)
       key = `service:${service}`
     } else if (declared !== undefined) {
-      if (!routeLimits.has(declared)) routeLimits.set(declared, resolveLimit(declared, `config.gateway of ${url}.rateLimit`, 'route') as ResolvedLimit | undefined)
-      extra = routeLimits.get(declared)
-      key = `route:${[method].flat().join(',')} ${url}`
+      key = `route:${[...new Set([method].flat().map((name) => name === 'HEAD' ? 'GET' : name))].join(',')} ${url}`
+      if (!routeLimits.has(key)) routeLimits.set(key, resolveLimit(declared, `config.gateway of ${url}.rateLimit`, 'route') as ResolvedLimit | undefined)
+      extra = routeLimits.get(key)
     } else {
       key = ''
     }

@@ -233,3 +233,13 @@ t.test('rateLimit registered before auth (by hand) fails at boot; rateLimit: fal
   t.throws(() => off.get('/x', { config: { gateway: { rateLimit: { max: 1, window: '1s' } } } }, async () => 'x'), { code: 'GATEWAY_ERR_INVALID_OPTION' })
   await off.close()
 })
+
+t.test('two routes declared with one shared limit object still have a bucket each', async (t) => {
+  const app = await build(t, {})
+  const limit = { max: 1, window: '1m' } as const
+  app.get('/one', { config: { gateway: { rateLimit: limit } } }, async () => 'one')
+  app.get('/two', { config: { gateway: { rateLimit: limit } } }, async () => 'two')
+  t.equal((await app.inject({ url: '/one', headers: as('s') })).statusCode, 200)
+  t.equal((await app.inject({ url: '/two', headers: as('s') })).statusCode, 200)
+  t.equal((await app.inject({ url: '/one', headers: as('s') })).statusCode, 429)
+})
