@@ -6,6 +6,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { InvalidOptionError } from './errors.js'
 import { identityHeaderNames, resolveAuthOptions } from './internal/auth-options.js'
+import { RESERVED_HEADERS } from './internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys, stringList } from './internal/options.js'
 import { auth } from './plugins/auth.js'
 import { breaker } from './plugins/breaker.js'
@@ -46,7 +47,11 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
   if (options.auth === undefined) throw new InvalidOptionError('auth', 'configure auth, or pass `auth: false` to run without authentication')
   const authOptions = options.auth === false ? undefined : options.auth as AuthOptions
   const identityHeaders = [
-    ...stringList(options.identityHeaders, 'identityHeaders').map((name, i) => headerName(name, `identityHeaders[${i}]`)),
+    ...stringList(options.identityHeaders, 'identityHeaders').map((name, i) => {
+      const header = headerName(name, `identityHeaders[${i}]`)
+      if (RESERVED_HEADERS.has(header)) throw new InvalidOptionError(`identityHeaders[${i}]`, `"${header}" is reserved (framing, forwarding or credentials)`)
+      return header
+    }),
     ...(authOptions === undefined ? [] : identityHeaderNames(resolveAuthOptions(authOptions)))
   ]
 

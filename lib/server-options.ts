@@ -18,10 +18,15 @@ export interface GatewayServerOptions {
   requestIdHeader?: string
   /** Longest time to receive a whole request (headers and body). Default 60 s. */
   requestTimeout?: Duration
+  /**
+   * A connection with no activity for this long is closed — also one whose client stopped reading a
+   * response, which would otherwise hold an upstream connection forever. Default 60 s.
+   */
+  idleTimeout?: Duration
 }
 
 /** What {@link gatewayServerOptions} returns: spread it into `Fastify({ … })`. */
-export interface GatewayFastifyOptions extends Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler'> {
+export interface GatewayFastifyOptions extends Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler' | 'connectionTimeout'> {
   http: ServerOptions
 }
 
@@ -59,7 +64,7 @@ function answerClientError (error: NodeJS.ErrnoException, socket: Socket): void 
  */
 export function gatewayServerOptions (input?: GatewayServerOptions): GatewayFastifyOptions {
   const options = optionalObject(input, 'serverOptions')
-  rejectUnknownKeys(options, ['requestIdHeader', 'requestTimeout'], 'serverOptions')
+  rejectUnknownKeys(options, ['requestIdHeader', 'requestTimeout', 'idleTimeout'], 'serverOptions')
   const requestTimeout = options.requestTimeout === undefined ? 60_000 : toMilliseconds(options.requestTimeout, 'serverOptions.requestTimeout')
   return {
     // Node keeps headersTimeout (60 s) ≤ requestTimeout by swapping them; set both so that a shorter
@@ -73,6 +78,7 @@ export function gatewayServerOptions (input?: GatewayServerOptions): GatewayFast
     genReqId: requestIdGenerator({ header: options.requestIdHeader as string | undefined }),
     frameworkErrors: answerFrameworkError as FastifyServerOptions['frameworkErrors'],
     clientErrorHandler: answerClientError,
-    requestTimeout
+    requestTimeout,
+    connectionTimeout: options.idleTimeout === undefined ? 60_000 : toMilliseconds(options.idleTimeout, 'serverOptions.idleTimeout')
   }
 }

@@ -60,6 +60,8 @@ export function createApiKeyVerifier (options: ResolvedApiKeyOptions): (key: str
     ? undefined
     : new Map([...options.keys].map(([digest, found]) => [digest, toConsumer(found)]))
   const cache = new BoundedCache<string, Consumer | null>(options.cacheSize)
+  // One lookup in flight per key: a burst with one key is one database query. Bounded by `cacheSize`.
+  const inflight = new Map<string, Promise<Consumer | null>>()
   const lookup = options.lookup
 
   return function verifyApiKey (key: string): Consumer | null | Promise<Consumer | null> {
@@ -69,7 +71,10 @@ export function createApiKeyVerifier (options: ResolvedApiKeyOptions): (key: str
     if (known !== undefined || lookup === undefined) return known ?? null
     const cached = cache.get(digest)
     if (cached !== undefined) return cached
-    return withTimeout(Promise.resolve().then(() => lookup(key)), options.lookupTimeoutMs).then(
+    const pending = inflight.get(digest)
+    if (pending !== undefined) return pending
+    if (inflight.size >= options.cacheSize) return Promise.reject(new KeyLookupUnavailableError('too many API-key lookups in flight'))
+    const looked = withTimeout(Promise.resolve().then(() => lookup(key)), options.lookupTimeoutMs).then(
       (found) => {
         const consumer = found === null || found === undefined ? null : toConsumer(found)
         cache.set(digest, consumer, Date.now() + options.cacheTtlMs)
@@ -77,6 +82,8 @@ export function createApiKeyVerifier (options: ResolvedApiKeyOptions): (key: str
       },
       (error: unknown) => {
         throw error instanceof KeyLookupUnavailableError ? error : new KeyLookupUnavailableError('API-key lookup failed', { cause: error })
-      })
+      }).finally(() => { inflight.delete(digest) })
+    inflight.set(digest, looked)
+    return looked
   }
 }

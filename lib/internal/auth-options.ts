@@ -7,6 +7,7 @@ import { toMilliseconds } from './duration.js'
 import type { ResolvedJwtOptions } from './jwt.js'
 import { headerName, isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys, stringList } from './options.js'
 import { isCanonicalRequestTarget } from './request-target.js'
+import { RESERVED_HEADERS } from './headers.js'
 
 export const AUTH_DEFAULTS = Object.freeze({
   realm: 'api',
@@ -60,6 +61,13 @@ function httpUrl (value: unknown, path: string): string {
   return value
 }
 
+/** A header auth may set: never one that frames, routes or authenticates the request. */
+function identityHeader (value: unknown, path: string): string {
+  const name = headerName(value, path)
+  if (RESERVED_HEADERS.has(name)) throw new InvalidOptionError(path, `"${name}" is reserved (framing, forwarding or credentials)`)
+  return name
+}
+
 function duration (value: unknown, path: string, fallback: number): number {
   return value === undefined ? fallback : toMilliseconds(value, path)
 }
@@ -97,6 +105,11 @@ function resolveJwt (input: unknown): ResolvedJwtOptions | undefined {
     throw new InvalidOptionError('auth.jwt.jwksUri', 'jwksUri needs `issuer` without `secret` (or use `issuers`)')
   }
   if (!hasSecret && issuers.length === 0) throw new InvalidOptionError('auth.jwt', 'configure `secret`, `issuer` or `issuers`')
+  // An identity provider issues tokens for many APIs: without an audience, any of them would pass.
+  const sharedAudience = audience(jwt.audience, 'auth.jwt.audience')
+  issuers.forEach((entry, i) => {
+    if (entry.audience === undefined && sharedAudience === undefined) throw new InvalidOptionError(`auth.jwt.issuers[${i}].audience`, 'JWKS issuers need an audience (here or in auth.jwt.audience)')
+  })
   if (new Set(issuers.map((entry) => entry.issuer)).size !== issuers.length) throw new InvalidOptionError('auth.jwt.issuers', 'an issuer is listed twice')
   const clockToleranceMs = jwt.clockTolerance === undefined ? AUTH_DEFAULTS.clockToleranceMs : toMilliseconds(jwt.clockTolerance, 'auth.jwt.clockTolerance', { allowZero: true })
   if (clockToleranceMs > AUTH_DEFAULTS.maxClockToleranceMs) throw new InvalidOptionError('auth.jwt.clockTolerance', 'at most 60 s')
@@ -180,7 +193,7 @@ export function resolveAuthOptions (input: unknown): ResolvedAuthOptions {
   const identity = optionalObject(options.identityHeaders, 'auth.identityHeaders')
   rejectUnknownKeys(identity, ['id', 'scopes', 'claims'], 'auth.identityHeaders')
   const claims = Object.entries(optionalObject(identity.claims, 'auth.identityHeaders.claims'))
-    .map(([claim, header]) => [claim, headerName(header, `auth.identityHeaders.claims.${claim}`)] as const)
+    .map(([claim, header]) => [claim, identityHeader(header, `auth.identityHeaders.claims.${claim}`)] as const)
   const realm = options.realm === undefined ? AUTH_DEFAULTS.realm : String(options.realm)
   if (!/^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/.test(realm)) throw new InvalidOptionError('auth.realm', 'expected 1–64 printable characters without quotes or backslashes')
   return Object.freeze({
@@ -189,8 +202,8 @@ export function resolveAuthOptions (input: unknown): ResolvedAuthOptions {
     publicRoutes: Object.freeze(resolvePublicRoutes(options.public)),
     realm,
     identityHeaders: Object.freeze({
-      id: identity.id === undefined ? AUTH_DEFAULTS.identityHeaders.id : headerName(identity.id, 'auth.identityHeaders.id'),
-      scopes: identity.scopes === undefined ? AUTH_DEFAULTS.identityHeaders.scopes : headerName(identity.scopes, 'auth.identityHeaders.scopes'),
+      id: identity.id === undefined ? AUTH_DEFAULTS.identityHeaders.id : identityHeader(identity.id, 'auth.identityHeaders.id'),
+      scopes: identity.scopes === undefined ? AUTH_DEFAULTS.identityHeaders.scopes : identityHeader(identity.scopes, 'auth.identityHeaders.scopes'),
       claims: Object.freeze(claims)
     }),
     forwardCredentials: options.forwardCredentials === true

@@ -7,6 +7,12 @@ export const HOP_BY_HOP_HEADERS: readonly string[] = [
   'te', 'trailer', 'transfer-encoding', 'upgrade'
 ]
 
+/**
+ * Node answers `Expect: 100-continue` itself and leaves the header in place; undici refuses to
+ * send it (UND_ERR_NOT_SUPPORTED), which would look like an upstream failure.
+ */
+export const CONSUMED_BY_GATEWAY: readonly string[] = ['expect']
+
 /** Forwarding headers a client could forge; the proxy replaces them with what the gateway saw. */
 export const FORWARDING_HEADERS: readonly string[] = [
   'forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port',
@@ -47,3 +53,24 @@ export function dropConnectionNominated (headers: IncomingHttpHeaders): void {
   if (kept.length === 0) delete headers.connection
   else headers.connection = kept.join(', ')
 }
+
+/**
+ * `x-consumer-id` → also `x_consumer-id`, `x-consumer_id`, `x_consumer_id`: CGI-style upstreams
+ * (and nginx with `underscores_in_headers`) read all of them as one variable. Undefined when a name
+ * has more than six separators (2⁶ spellings).
+ */
+export function separatorSpellings (name: string): string[] | undefined {
+  let spellings = ['']
+  for (const char of name) {
+    const options = char === '-' || char === '_' ? ['-', '_'] : [char]
+    spellings = spellings.flatMap((prefix) => options.map((option) => prefix + option))
+    if (spellings.length > 64) return undefined
+  }
+  return spellings
+}
+
+/** Names that can never be identity headers: framing, hop-by-hop, forwarding, credentials. */
+export const RESERVED_HEADERS: ReadonlySet<string> = new Set([
+  'host', 'content-length', 'content-type', 'transfer-encoding', 'authorization', 'cookie', 'x-api-key', 'x-request-id',
+  'traceparent', 'tracestate', 'expect', ...HOP_BY_HOP_HEADERS, ...FORWARDING_HEADERS
+])

@@ -9,7 +9,8 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } f
 import fp from 'fastify-plugin'
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { createApiKeyVerifier, KeyLookupUnavailableError } from '../internal/api-keys.js'
-import { resolveAuthOptions, type PublicRoutePattern, type ResolvedAuthOptions } from '../internal/auth-options.js'
+import { identityHeaderNames, resolveAuthOptions, type PublicRoutePattern, type ResolvedAuthOptions } from '../internal/auth-options.js'
+import { separatorSpellings } from '../internal/headers.js'
 import { createTokenVerifier, KeysUnavailableError, TokenRejectedError } from '../internal/jwt.js'
 import type { AuthOptions, Consumer, GatewayRoutePolicy } from '../types.js'
 
@@ -68,6 +69,9 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     scope: challenge(options, 'insufficient_scope')
   }
   const lazilyResolved = new WeakMap<object, RoutePolicies>()
+  // Every spelling of every header auth sets: removed from every request, public routes included,
+  // so a hand-composed gateway without the umbrella's guard configuration cannot be spoofed either.
+  const ownHeaders = identityHeaderNames(options).flatMap((name) => separatorSpellings(name) ?? [name])
   const publicRoutes: string[] = []
 
   fastify.decorateRequest('consumer', null)
@@ -151,7 +155,18 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
 
   fastify.addHook('onRequest', function authenticate (request, reply, done) {
     const policy = policyOf(request)
-    if (policy === undefined || policy.mode === 'public') {
+    if (policy === undefined) {
+      done()
+      return
+    }
+    const headers = request.raw.headers
+    for (let i = 0; i < ownHeaders.length; i++) delete headers[ownHeaders[i]]
+    if (policy.mode === 'public') {
+      // Unverified, so never forwarded: an upstream must not mistake it for a checked credential.
+      if (!options.forwardCredentials) {
+        delete headers.authorization
+        if (apiKeyHeader !== undefined) delete headers[apiKeyHeader]
+      }
       done()
       return
     }
@@ -159,15 +174,13 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
       return
     }
-    const headers = request.raw.headers
-    // Remove client copies again: the auth plugin may be composed without the request guard.
-    delete headers[idHeader]
-    delete headers[scopesHeader]
-    for (const [, header] of claimHeaders) delete headers[header]
 
-    const bearer = typeof headers.authorization === 'string' ? BEARER.exec(headers.authorization)?.[1] : undefined
+    const authorization = headers.authorization
+    const bearer = typeof authorization === 'string' ? BEARER.exec(authorization)?.[1] : undefined
     let key = apiKeyHeader === undefined ? undefined : headers[apiKeyHeader]
-    if (key === undefined && apiKeyQuery !== undefined) key = takeQueryParameter(request, apiKeyQuery)
+    // The configured query parameter is always taken out of the URL, used or not.
+    const queryKey = apiKeyQuery === undefined ? undefined : takeQueryParameter(request, apiKeyQuery)
+    key ??= queryKey
     if (!options.forwardCredentials) {
       // Any Authorization (Bearer or not) is the client's credential: the upstream never sees it.
       delete headers.authorization
@@ -189,7 +202,8 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
         return
       }
       settle(request, reply, policy, done, verifyApiKey(key), 'key')
-    } else if (policy.mode === 'optional') {
+    } else if (policy.mode === 'optional' && authorization === undefined) {
+      // Anonymous means no credential at all: a malformed Authorization is still a failed one.
       admit(request, reply, policy, ANONYMOUS, done)
     } else {
       refuse(request, reply, 'no credential', challenges.missing)
@@ -212,7 +226,9 @@ function takeQueryParameter (request: FastifyRequest, name: string): string | un
   if (queryStart === -1) return undefined
   let value: string | undefined
   const kept = url.slice(queryStart + 1).split('&').filter((pair) => {
-    const [key, raw = ''] = pair.split('=', 2)
+    const equals = pair.indexOf('=')
+    const key = equals === -1 ? pair : pair.slice(0, equals)
+    const raw = equals === -1 ? '' : pair.slice(equals + 1)
     if (key !== name) return true
     value ??= safeDecode(raw.replace(/\+/g, ' '))
     return false

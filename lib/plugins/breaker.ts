@@ -85,14 +85,16 @@ const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker
     if (input === false) continue
     if (input !== undefined && !isPlainObject(input)) throw new InvalidOptionError(`services.${name}.breaker`, 'expected an object or false')
     const policy = resolvePolicy(input, `services.${name}.breaker`)
-    const circuit = new CircuitBreaker(async (action: () => Promise<unknown>) => await action(), {
+    const circuit: CircuitBreaker = new CircuitBreaker(async (action: () => Promise<unknown>) => await action(), {
       timeout: false, // the proxy's connect/headers/body timeouts bound every call
       errorThresholdPercentage: policy.errorThresholdPercentage,
       resetTimeout: policy.resetTimeoutMs,
       volumeThreshold: policy.volumeThreshold,
       rollingCountTimeout: policy.rollingWindowMs,
       rollingCountBuckets: 10,
-      errorFilter: (error: unknown) => error instanceof NotCountedError
+      // opossum counts a filtered error as a success, and a success closes a half-open circuit: a probe
+      // that never reached the upstream (client abort, refused body) must not close it.
+      errorFilter: (error: unknown): boolean => error instanceof NotCountedError && !circuit.halfOpen
     })
     let openedAt = 0
     circuit.on('open', () => {

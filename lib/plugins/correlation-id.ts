@@ -73,9 +73,9 @@ const correlationIdPlugin: FastifyPluginAsync<CorrelationIdOptions> = async func
     if (raw[kIdAssigned] !== true) {
       const id = acceptOrCreateId(raw.headers[header])
       request.id = id
-      // A child of the root logger, not of request.log, so that the line has one reqId, not two.
-      const level = request.log.level
-      request.log = fastify.log.child({ [logLabel]: id }, level === undefined ? undefined : { level })
+      // A child of request.log keeps the route's serializers (the proxy's redacting `err`); its lines
+      // carry reqId twice, the gateway's last, which JSON readers keep. gatewayServerOptions() avoids this.
+      request.log = request.log.child({ [logLabel]: id })
       reply.log = request.log
     }
     reply.header(header, request.id)

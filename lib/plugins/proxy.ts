@@ -12,7 +12,7 @@ import fp from 'fastify-plugin'
 import { Agent } from 'undici'
 import { sendProblem } from '../errors.js'
 import { streamBodyWithin } from '../internal/body-limit.js'
-import { connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
+import { CONSUMED_BY_GATEWAY, connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys } from '../internal/options.js'
 import { resolveServices, type ResolvedService } from '../internal/service-options.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError } from '../internal/upstream-errors.js'
@@ -31,7 +31,7 @@ export interface ProxyOptions {
 type AnyReply = FastifyReply<any, any, any, any, any, any, any, any>
 
 const DEFAULTS = { requestIdHeader: 'x-request-id' } as const
-const REMOVED_UPSTREAM_REQUEST_HEADERS = [...HOP_BY_HOP_HEADERS, ...FORWARDING_HEADERS]
+const REMOVED_UPSTREAM_REQUEST_HEADERS = [...HOP_BY_HOP_HEADERS, ...FORWARDING_HEADERS, ...CONSUMED_BY_GATEWAY]
 const HOP_BY_HOP = new Set(HOP_BY_HOP_HEADERS)
 // reply-from copies whatever `rewriteHeaders` returns onto the reply before it checks the status
 // code; returning nothing and copying in `onResponse` keeps an invalid upstream status (888) from
@@ -75,10 +75,12 @@ function clientLocation (location: string, prefix: string, bases: ReadonlyArray<
   return location
 }
 
-function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: AnyReply, prefix: string, bases: ReadonlyArray<{ origin: string, path: string }>): void {
+function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: AnyReply, prefix: string, bases: ReadonlyArray<{ origin: string, path: string }>, owned: ReadonlySet<string>, corsOwned: boolean): void {
   const nominated = headers.connection === undefined ? undefined : connectionTokens(headers.connection)
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || nominated?.includes(name) === true) continue
+    if (HOP_BY_HOP.has(name) || owned.has(name) || nominated?.includes(name) === true) continue
+    // With the cors plugin, the gateway alone decides CORS: an upstream's allow headers would override it.
+    if (corsOwned && name.startsWith('access-control-')) continue
     const value = headers[name]
     reply.header(name, name === 'location' && typeof value === 'string' ? clientLocation(value, prefix, bases) : value)
   }
@@ -104,8 +106,9 @@ function settle (request: object, failure: Error | undefined): void {
 
 function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }): void {
   const code = classifyUpstreamError(error)
-  // A body over the limit is the client's doing: never a strike against the upstream.
-  settle(reply.request, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? new NotCountedError(code) : error)
+  // A body over the limit, or a request undici refused to send, is never a strike against the upstream.
+  const root = rootErrorCode(error)
+  settle(reply.request, code === 'GATEWAY_ERR_BODY_TOO_LARGE' || root === 'UND_ERR_NOT_SUPPORTED' || root === 'UND_ERR_INVALID_ARG' ? new NotCountedError(code) : error)
   // reply-from already logged the failure (through serializeUpstreamError, so without addresses).
   if (reply.sent) return
   sendProblem(reply, code, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? { headers: { connection: 'close' } } : undefined)
@@ -118,6 +121,8 @@ function neverRetry (): null {
 }
 
 function answerRouteError (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  // Errors of the host's own hooks (a preHandler answering 403 or 429) go to the host's handler.
+  if (!isProxyError(error)) throw error
   const code = error.code === 'GATEWAY_ERR_BODY_TOO_LARGE'
     ? 'GATEWAY_ERR_BODY_TOO_LARGE'
     : (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) ? 'GATEWAY_ERR_BAD_REQUEST' : 'GATEWAY_ERR_INTERNAL'
@@ -126,8 +131,17 @@ function answerRouteError (error: FastifyError, request: FastifyRequest, reply: 
   sendProblem(reply, code, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? { headers: { connection: 'close' } } : undefined)
 }
 
+/** Errors this plugin raises itself: the body limit, content-type parsing, reply-from's errors. */
+function isProxyError (error: FastifyError): boolean {
+  return error.code === 'GATEWAY_ERR_BODY_TOO_LARGE' || error.code?.startsWith('FST_ERR_CTP_') === true ||
+    error.code?.startsWith('FST_REPLY_FROM_') === true
+}
+
 function registerService (fastify: FastifyInstance, service: ResolvedService, requestIdHeader: string): void {
   const agent = createAgent(service)
+  // Headers the gateway sets on the reply; an upstream's copy must not replace them.
+  const ownedResponseHeaders: ReadonlySet<string> = new Set([requestIdHeader, 'ratelimit', 'ratelimit-policy'])
+  const corsOwned = fastify.hasPlugin('fastify-gateway.cors')
   // The service's breaker, when the breaker plugin is registered (the umbrella registers it first).
   const circuit = fastify.hasDecorator('gateway') ? fastify.gateway.breaker(service.name) : undefined
   const { prefix, targets } = service
@@ -154,9 +168,15 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
         res.stream.destroy()
         return
       }
-      copyUpstreamHeaders(res.headers, reply, prefix, bases)
+      copyUpstreamHeaders(res.headers, reply, prefix, bases, ownedResponseHeaders, corsOwned)
+      const request = reply.request
+      if (outcomes.has(request)) {
+        // The outcome is known once the body is through: a reset or stall mid-body is a failure too.
+        const status = reply.statusCode
+        res.stream.once('error', (error: Error) => { settle(request, error) })
+        reply.raw.once('finish', () => { settle(request, status >= 500 ? new UpstreamStatusError(`upstream answered ${status}`) : undefined) })
+      }
       reply.send(res.stream)
-      settle(reply.request, reply.statusCode >= 500 ? new UpstreamStatusError(`upstream answered ${reply.statusCode}`) : undefined)
     },
     onError: answerUpstreamFailure,
     retryDelay: neverRetry
@@ -173,6 +193,9 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     nextTarget = (nextTarget + 1) % bases.length
     // reply-from appends the raw query string itself.
     const target = base.origin + (base.path + path.slice(prefix.length) || '/')
+    // reply-from refuses any source containing "/.." (fastify-reply-from#460): answer it here, before
+    // the breaker, so a client's request can never count for or against the upstream.
+    if (target.includes('/..')) return sendProblem(reply, 'GATEWAY_ERR_BAD_REQUEST')
     if (circuit === undefined) return reply.from(target, fromOptions)
     circuit.run(async () => await forward(request, reply, target)).catch((error: unknown) => {
       // Other failures were answered by reply-from's hooks; only a refusal by the breaker is ours.
@@ -193,7 +216,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
         reply.from(target, fromOptions)
       } catch (error) {
         settle(request, new NotCountedError('GATEWAY_REQUEST_REFUSED'))
-        answerRouteError(error as FastifyError, request, reply)
+        reply.send(error) // through the error handlers, as without a breaker
       }
     })
   }

@@ -198,10 +198,11 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     return await Promise.all(batch.map(async (limit) => await (checks.get(limit)?.local as Check)(request))) as Counted[]
   }
 
-  async function enforce (request: FastifyRequest, reply: FastifyReply, limits: RouteLimits): Promise<void> {
+  /** Counts and decides; true when it answered the request (429 or 503). */
+  async function enforce (request: FastifyRequest, reply: FastifyReply, limits: RouteLimits): Promise<boolean> {
     const personal = await count(request, limits.personal)
     if (personal === 'closed') return refuseForStore(reply)
-    if (personal === 'open') return
+    if (personal === 'open') return false
     const evaluated: Array<[ResolvedLimit, Counted]> = limits.personal.map((limit, i) => [limit, personal[i]])
     if (!evaluated.some(([limit, result]) => result.isExceeded && !limit.dryRun)) {
       const shared = await count(request, limits.shared)
@@ -227,14 +228,15 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     if (options.legacyHeaders && tightest !== undefined) {
       reply.header('x-ratelimit-limit', tightest.max).header('x-ratelimit-remaining', tightest.remaining).header('x-ratelimit-reset', tightest.ttlInSeconds)
     }
-    if (retryAfter > 0) {
-      request.log.debug({ consumer: request.consumer?.id }, 'rate limited')
-      sendProblem(reply, 'GATEWAY_ERR_RATE_LIMITED', { headers: { 'retry-after': retryAfter } })
-    }
+    if (retryAfter === 0) return false
+    request.log.debug({ consumer: request.consumer?.id }, 'rate limited')
+    sendProblem(reply, 'GATEWAY_ERR_RATE_LIMITED', { headers: { 'retry-after': retryAfter } })
+    return true
   }
 
-  function refuseForStore (reply: FastifyReply): void {
+  function refuseForStore (reply: FastifyReply): true {
     sendProblem(reply, 'GATEWAY_ERR_RATE_LIMIT_STORE', { headers: { 'retry-after': Math.ceil(storeRetryIntervalMs / 1000) } })
+    return true
   }
 
   fastify.addHook('onRequest', function limitRequest (request, reply, done) {
@@ -247,7 +249,8 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
       return
     }
-    enforce(request, reply, limits).then(() => { if (!reply.sent) done() }, (error: unknown) => {
+    // Never decide from reply.sent: with an async onSend hook a 429 is still being written.
+    enforce(request, reply, limits).then((answered) => { if (!answered) done() }, (error: unknown) => {
       // A limit that cannot be evaluated (e.g. a max() that throws) must not reach the host's error
       // handler with its message: answer like any other gateway failure.
       request.log.error({ err: error }, 'rate limit could not be evaluated')

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { InvalidOptionError, problemBody, PROBLEM_CONTENT_TYPE, sendProblem } from '../errors.js'
-import { DEFAULT_IDENTITY_HEADERS, dropConnectionNominated } from '../internal/headers.js'
+import { DEFAULT_IDENTITY_HEADERS, dropConnectionNominated, separatorSpellings } from '../internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys, stringList } from '../internal/options.js'
 import { isCanonicalRequestTarget, REFUSED_METHODS } from '../internal/request-target.js'
 
@@ -30,23 +30,11 @@ function normalizeRequestGuardOptions (input: unknown): Readonly<{ identityHeade
   const configured = stringList(options.identityHeaders, 'requestGuard.identityHeaders')
   const validated = configured.map((name, i) => headerName(name, `requestGuard.identityHeaders[${i}]`))
   for (const name of [...DEFAULT_IDENTITY_HEADERS, ...validated]) {
-    for (const spelling of separatorSpellings(name)) names.add(spelling)
+    const spellings = separatorSpellings(name)
+    if (spellings === undefined) throw new InvalidOptionError('requestGuard.identityHeaders', `"${name}" has too many separators`)
+    for (const spelling of spellings) names.add(spelling)
   }
   return Object.freeze({ identityHeaders: Object.freeze([...names]) })
-}
-
-/**
- * `x-consumer-id` → also `x_consumer-id`, `x-consumer_id`, `x_consumer_id`: CGI-style upstreams
- * (and nginx with `underscores_in_headers`) read all of them as one variable.
- */
-function separatorSpellings (name: string): string[] {
-  let spellings = ['']
-  for (const char of name) {
-    const options = char === '-' || char === '_' ? ['-', '_'] : [char]
-    spellings = spellings.flatMap((prefix) => options.map((option) => prefix + option))
-    if (spellings.length > 64) throw new InvalidOptionError('requestGuard.identityHeaders', `"${name}" has too many separators`)
-  }
-  return spellings
 }
 
 // RFC 9110 § 15.5.6: a 405 lists the methods the gateway can serve.
