@@ -15,7 +15,8 @@ const listen = async (app) => {
 
 async function gatewayApp (extra) {
   const { gateway, gatewayServerOptions } = await import('../dist/esm/index.js')
-  const app = Fastify({ logger: false, ...gatewayServerOptions() })
+  // BENCH_LOG=1 shows the candidate's log on stderr (e.g. to see why requests fail).
+  const app = Fastify({ logger: process.env.BENCH_LOG ? { level: 'info', stream: process.stderr } : false, ...gatewayServerOptions() })
   await app.register(gateway, extra(upstream))
   return app
 }

@@ -74,12 +74,13 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
       }
     })
   }
+  // A breaker per service unless `breaker: false`, validated by the breaker plugin; registered even
+  // without services so that `fastify.gateway` always exists for the team's own code.
+  const services = optionalObject(options.services, 'services')
+  await fastify.register(breaker, {
+    services: Object.fromEntries(Object.entries(services).map(([name, service]) => [name, (service as GatewayServiceOptions)?.breaker ?? {}]))
+  })
   if (options.services !== undefined) {
-    // A breaker per service unless `breaker: false`; validated by the breaker plugin.
-    const services = optionalObject(options.services, 'services')
-    await fastify.register(breaker, {
-      services: Object.fromEntries(Object.entries(services).map(([name, service]) => [name, (service as GatewayServiceOptions)?.breaker ?? {}]))
-    })
     await fastify.register(proxy, {
       services: options.services as Record<string, GatewayServiceOptions>,
       requestIdHeader: idOptions.header

@@ -59,7 +59,7 @@ function answerClientError (error: NodeJS.ErrnoException, socket: Socket): void 
  * @example
  * ```ts
  * const app = Fastify({ logger: true, trustProxy: ['10.0.0.0/8'], ...gatewayServerOptions() })
- * await app.register(gateway, { auth: { jwt: { issuer: 'https://id.example.com/' } }, services })
+ * await app.register(gateway, { auth: { jwt: { issuer: 'https://id.example.com/', audience: 'orders-api' } }, services })
  * ```
  */
 export function gatewayServerOptions (input?: GatewayServerOptions): GatewayFastifyOptions {

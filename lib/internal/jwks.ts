@@ -155,7 +155,9 @@ export class JwksKeySource {
     } catch (error) {
       // A discovered URI may be what changed: discover again on the next attempt.
       if (discovered) this.#jwksUri = undefined
-      if (this.#reachable) log.warn({ issuer, code: (error as { code?: string }).code }, 'JWKS fetch failed; serving cached keys while they last')
+      // AbortSignal.timeout rejects with a DOMException whose `code` is a number: log its name.
+      const reason = typeof (error as { code?: unknown }).code === 'string' ? (error as { code: string }).code : (error as Error).name
+      if (this.#reachable) log.warn({ issuer, code: reason }, 'JWKS fetch failed; serving cached keys while they last')
       this.#reachable = false
       throw error
     }

@@ -38,6 +38,8 @@ export interface ResolvedService {
   readonly ca: ReadonlyArray<string | Buffer> | undefined
   /** Route policy for the service's routes; the auth plugin validates it like any `config.gateway`. */
   readonly policy: Readonly<GatewayRoutePolicy>
+  /** Whether a breaker is declared (validated by the breaker plugin). */
+  readonly breakerDeclared: boolean
 }
 
 function staticPath (value: unknown, path: string, { allowEmpty }: { allowEmpty: boolean }): string {
@@ -115,6 +117,7 @@ function resolveService (name: string, input: unknown): ResolvedService {
     bodyLimit: positiveInteger(input.bodyLimit, `${path}.bodyLimit`, SERVICE_DEFAULTS.bodyLimit),
     connections: positiveInteger(input.connections, `${path}.connections`, SERVICE_DEFAULTS.connections),
     ca: certificates(input.ca, `${path}.ca`),
+    breakerDeclared: input.breaker !== undefined && input.breaker !== false,
     policy: Object.freeze({
       service: name,
       ...(input.public === undefined ? {} : { public: input.public as boolean }),

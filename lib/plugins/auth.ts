@@ -166,6 +166,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       if (!options.forwardCredentials) {
         delete headers.authorization
         if (apiKeyHeader !== undefined) delete headers[apiKeyHeader]
+        if (apiKeyQuery !== undefined) takeQueryParameter(request, apiKeyQuery)
       }
       done()
       return

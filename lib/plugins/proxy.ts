@@ -10,7 +10,7 @@ import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, F
 import replyFrom, { type FastifyReplyFromHooks } from '@fastify/reply-from'
 import fp from 'fastify-plugin'
 import { Agent } from 'undici'
-import { sendProblem } from '../errors.js'
+import { InvalidOptionError, sendProblem } from '../errors.js'
 import { streamBodyWithin } from '../internal/body-limit.js'
 import { CONSUMED_BY_GATEWAY, connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys } from '../internal/options.js'
@@ -144,6 +144,9 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   const corsOwned = fastify.hasPlugin('fastify-gateway.cors')
   // The service's breaker, when the breaker plugin is registered (the umbrella registers it first).
   const circuit = fastify.hasDecorator('gateway') ? fastify.gateway.breaker(service.name) : undefined
+  if (service.breakerDeclared && circuit === undefined) {
+    throw new InvalidOptionError(`services.${service.name}.breaker`, 'declared, but no breaker for this service is registered: register the breaker plugin (with this service) before the proxy')
+  }
   const { prefix, targets } = service
   // origin, and the path every upstream path starts with (base path of the URL + rewritePrefix)
   const bases = targets.map((target) => ({ origin: target.origin, path: target.basePath + service.rewritePrefix }))

@@ -161,3 +161,21 @@ t.test('misconfigurations refused at registration: reserved identity headers, JW
     await t.rejects(async () => { await app.ready() }, { code: 'GATEWAY_ERR_INVALID_OPTION', message: new RegExp(`"${path.replace(/[.[\]]/g, '\\$&')}"`) })
   }
 })
+
+t.test('a declared breaker is never silently ignored; fastify.gateway always exists with the umbrella', async (t) => {
+  const app = Fastify()
+  app.register(correlationId).register(requestGuard).register(proxy, { services: { s: { upstream: upstream.url, prefix: '/s', breaker: { volumeThreshold: 5 } } } })
+  await t.rejects(async () => { await app.ready() }, { code: 'GATEWAY_ERR_INVALID_OPTION', message: /services\.s\.breaker/ })
+  const bare = Fastify()
+  await bare.register(gateway, { auth: false })
+  t.equal(bare.gateway.breaker('none'), undefined)
+  await bare.close()
+})
+
+t.test('the query API key is removed on public routes too', async (t) => {
+  const app = Fastify()
+  await app.register(gateway, { auth: { apiKeys: { query: 'api_key', keys: { ['0'.repeat(64)]: { id: 'q' } } } }, services: { open: { upstream: upstream.url, prefix: '/open', public: true } } })
+  t.teardown(() => app.close())
+  await app.inject({ url: '/open/x?a=1&api_key=secret' })
+  t.equal(upstream.requests.at(-1)?.url, '/x?a=1')
+})
