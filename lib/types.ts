@@ -32,6 +32,8 @@ export interface GatewayServiceOptions {
   ca?: string | Buffer | ReadonlyArray<string | Buffer>
   /** Keep-alive connections per upstream target. Default 128. */
   connections?: number
+  /** Bulkhead: requests in flight to the service at most; more are refused at once with 503. Default: no cap. */
+  maxConcurrent?: number
   /** Reachable without a credential (see {@link GatewayRoutePolicy.public}). */
   public?: boolean
   /** `'optional'` accepts anonymous callers (see {@link GatewayRoutePolicy.auth}). */

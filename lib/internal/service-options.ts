@@ -13,7 +13,7 @@ export const SERVICE_DEFAULTS = Object.freeze({
   connections: 128
 })
 
-const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
+const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'maxConcurrent', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 // Static path segments only: find-my-way reads ":" and "*" as parameters.
 const STATIC_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()+,=@]+)*$/
@@ -35,6 +35,7 @@ export interface ResolvedService {
   readonly timeouts: Readonly<{ connect: number, headers: number, body: number }>
   readonly bodyLimit: number
   readonly connections: number
+  readonly maxConcurrent: number
   readonly ca: ReadonlyArray<string | Buffer> | undefined
   /** Route policy for the service's routes; the auth plugin validates it like any `config.gateway`. */
   readonly policy: Readonly<GatewayRoutePolicy>
@@ -116,6 +117,7 @@ function resolveService (name: string, input: unknown): ResolvedService {
     timeouts: timeouts(input.timeout, `${path}.timeout`),
     bodyLimit: positiveInteger(input.bodyLimit, `${path}.bodyLimit`, SERVICE_DEFAULTS.bodyLimit),
     connections: positiveInteger(input.connections, `${path}.connections`, SERVICE_DEFAULTS.connections),
+    maxConcurrent: positiveInteger(input.maxConcurrent, `${path}.maxConcurrent`, Number.POSITIVE_INFINITY),
     ca: certificates(input.ca, `${path}.ca`),
     breakerDeclared: input.breaker !== undefined && input.breaker !== false,
     policy: Object.freeze({

@@ -151,6 +151,10 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   // origin, and the path every upstream path starts with (base path of the URL + rewritePrefix)
   const bases = targets.map((target) => ({ origin: target.origin, path: target.basePath + service.rewritePrefix }))
   let nextTarget = 0
+  // Bulkhead: a slow service may hold `maxConcurrent` requests, never every socket of the gateway.
+  const { maxConcurrent } = service
+  let inFlight = 0
+  const release = (): void => { inFlight-- }
 
   const fromOptions: FastifyReplyFromHooks = {
     rewriteRequestHeaders (request, upstreamHeaders) {
@@ -199,6 +203,11 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     // reply-from refuses any source containing "/.." (fastify-reply-from#460): answer it here, before
     // the breaker, so a client's request can never count for or against the upstream.
     if (target.includes('/..')) return sendProblem(reply, 'GATEWAY_ERR_BAD_REQUEST')
+    if (maxConcurrent !== Number.POSITIVE_INFINITY) {
+      if (inFlight >= maxConcurrent) return sendProblem(reply, 'GATEWAY_ERR_SERVICE_BUSY', { headers: { 'retry-after': 1 } })
+      inFlight++
+      reply.raw.once('close', release)
+    }
     if (circuit === undefined) return reply.from(target, fromOptions)
     circuit.run(async () => await forward(request, reply, target)).catch((error: unknown) => {
       // Other failures were answered by reply-from's hooks; only a refusal by the breaker is ours.

@@ -4,7 +4,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { connect, createServer, type AddressInfo } from 'node:net'
+import { connect } from 'node:net'
+import { freePort } from './ports.js'
 
 /** A running test Redis. */
 export interface TestRedis {
@@ -21,15 +22,6 @@ export interface TestRedis {
   restart: () => Promise<void>
   /** Stop for good. */
   stop: () => Promise<void>
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
 }
 
 async function ping (port: number): Promise<boolean> {

@@ -1,24 +1,15 @@
 // Upstream faults: every one becomes a bounded, documented answer and the gateway stays up.
 import t, { type Test } from 'tap'
-import { createServer, type AddressInfo } from 'node:net'
-import { once } from 'node:events'
+import { freePort } from '../../lib/testing/ports.js'
 import { createTestUpstream } from '../../lib/testing/index.js'
 import { buildTestGateway, listen } from '../helpers/gateway.js'
 import { rawGet, rawRequest } from '../helpers/raw-http.js'
 
 const HEADERS_TIMEOUT_MS = 500
 
-async function closedPort (): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  server.close()
-  await once(server, 'close')
-  return port
-}
-
 const upstream = await createTestUpstream()
-const downPort = await closedPort()
+// A port just released: nothing listens, connections are refused.
+const downPort = await freePort()
 const { app, logs } = await buildTestGateway({
   services: {
     flaky: { upstream: upstream.url, prefix: '/flaky', timeout: { connect: 1_000, headers: HEADERS_TIMEOUT_MS, body: HEADERS_TIMEOUT_MS } },
