@@ -34,6 +34,11 @@ export interface GatewayServiceOptions {
   connections?: number
   /** Bulkhead: requests in flight to the service at most; more are refused at once with 503. Default: no cap. */
   maxConcurrent?: number
+  /**
+   * Retries of GET/HEAD/OPTIONS without a body, on connection errors and on `statuses` (default 502,
+   * 503), within a budget (default 20 % of the service's requests). A number is `attempts`. Default 1; 0 for none.
+   */
+  retries?: number | { attempts?: number, statuses?: readonly number[], budget?: number }
   /** Reachable without a credential (see {@link GatewayRoutePolicy.public}). */
   public?: boolean
   /** `'optional'` accepts anonymous callers (see {@link GatewayRoutePolicy.auth}). */

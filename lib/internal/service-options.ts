@@ -5,6 +5,7 @@ import type { GatewayRoutePolicy, GatewayServiceOptions } from '../types.js'
 import { toMilliseconds } from './duration.js'
 import { isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys, stringList } from './options.js'
 import { isCanonicalRequestTarget, REFUSED_METHODS } from './request-target.js'
+import type { ResolvedRetryPolicy } from './retry-policy.js'
 
 export const SERVICE_DEFAULTS = Object.freeze({
   methods: Object.freeze(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as HTTPMethods[]),
@@ -13,7 +14,7 @@ export const SERVICE_DEFAULTS = Object.freeze({
   connections: 128
 })
 
-const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'maxConcurrent', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
+const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'maxConcurrent', 'retries', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 // Static path segments only: find-my-way reads ":" and "*" as parameters.
 const STATIC_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()+,=@]+)*$/
@@ -36,6 +37,7 @@ export interface ResolvedService {
   readonly bodyLimit: number
   readonly connections: number
   readonly maxConcurrent: number
+  readonly retries: ResolvedRetryPolicy | undefined
   readonly ca: ReadonlyArray<string | Buffer> | undefined
   /** Route policy for the service's routes; the auth plugin validates it like any `config.gateway`. */
   readonly policy: Readonly<GatewayRoutePolicy>
@@ -101,6 +103,24 @@ function certificates (value: unknown, path: string): ReadonlyArray<string | Buf
   return Object.freeze([...list])
 }
 
+const RETRY_DEFAULTS = Object.freeze({ attempts: 1, statuses: Object.freeze([502, 503]), budget: 0.2 })
+
+function retries (value: unknown, path: string): ResolvedRetryPolicy | undefined {
+  if (value === 0) return undefined
+  const options = typeof value === 'number' ? { attempts: value } : optionalObject(value, path)
+  if (typeof value !== 'number') rejectUnknownKeys(options, ['attempts', 'statuses', 'budget'], path)
+  const attempts = options.attempts === 0 ? 0 : positiveInteger(options.attempts, typeof value === 'number' ? path : `${path}.attempts`, RETRY_DEFAULTS.attempts)
+  if (attempts > 5) throw new InvalidOptionError(typeof value === 'number' ? path : `${path}.attempts`, 'at most 5 retries')
+  if (attempts === 0) return undefined
+  const statuses = options.statuses ?? RETRY_DEFAULTS.statuses
+  if (!Array.isArray(statuses) || !statuses.every((status) => Number.isInteger(status) && status >= 500 && status <= 599)) {
+    throw new InvalidOptionError(`${path}.statuses`, 'expected 5xx status codes')
+  }
+  const budget = options.budget ?? RETRY_DEFAULTS.budget
+  if (typeof budget !== 'number' || !(budget > 0 && budget <= 1)) throw new InvalidOptionError(`${path}.budget`, 'expected a fraction in (0, 1]')
+  return Object.freeze({ attempts, statuses: new Set(statuses as number[]), budget })
+}
+
 function resolveService (name: string, input: unknown): ResolvedService {
   const path = `services.${name}`
   if (!SERVICE_NAME.test(name)) throw new InvalidOptionError(path, 'service names are 1–64 letters, digits, "-" or "_"')
@@ -118,6 +138,7 @@ function resolveService (name: string, input: unknown): ResolvedService {
     bodyLimit: positiveInteger(input.bodyLimit, `${path}.bodyLimit`, SERVICE_DEFAULTS.bodyLimit),
     connections: positiveInteger(input.connections, `${path}.connections`, SERVICE_DEFAULTS.connections),
     maxConcurrent: positiveInteger(input.maxConcurrent, `${path}.maxConcurrent`, Number.POSITIVE_INFINITY),
+    retries: retries(input.retries, `${path}.retries`),
     ca: certificates(input.ca, `${path}.ca`),
     breakerDeclared: input.breaker !== undefined && input.breaker !== false,
     policy: Object.freeze({

@@ -15,6 +15,7 @@ import { streamBodyWithin } from '../internal/body-limit.js'
 import { CONSUMED_BY_GATEWAY, connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys } from '../internal/options.js'
 import { resolveServices, type ResolvedService } from '../internal/service-options.js'
+import { createRetryPolicy } from '../internal/retry-policy.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError } from '../internal/upstream-errors.js'
 import { BreakerOpenError, NotCountedError } from './breaker.js'
 import type { GatewayServiceOptions } from '../types.js'
@@ -115,7 +116,7 @@ function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }): v
 }
 
 // reply-from would retry GET on 503 up to 10 times (`maxRetriesOn503: 0` is read as 10) and
-// idempotent requests on socket errors; retries belong to the breaker's retry policy instead.
+// idempotent requests on socket errors: with `retries: 0`, nothing is retried.
 function neverRetry (): null {
   return null
 }
@@ -155,6 +156,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   const { maxConcurrent } = service
   let inFlight = 0
   const release = (): void => { inFlight-- }
+  const retry = service.retries === undefined ? undefined : createRetryPolicy(service.retries)
 
   const fromOptions: FastifyReplyFromHooks = {
     rewriteRequestHeaders (request, upstreamHeaders) {
@@ -186,7 +188,8 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       reply.send(res.stream)
     },
     onError: answerUpstreamFailure,
-    retryDelay: neverRetry
+    // Our policy, or none: reply-from's own would retry GET on 503 up to 10 times.
+    retryDelay: retry === undefined ? neverRetry : retry.retryDelay as FastifyReplyFromHooks['retryDelay']
   }
 
   function proxyToUpstream (request: FastifyRequest, reply: FastifyReply): FastifyReply {
@@ -203,6 +206,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     // reply-from refuses any source containing "/.." (fastify-reply-from#460): answer it here, before
     // the breaker, so a client's request can never count for or against the upstream.
     if (target.includes('/..')) return sendProblem(reply, 'GATEWAY_ERR_BAD_REQUEST')
+    retry?.onRequest()
     if (maxConcurrent !== Number.POSITIVE_INFINITY) {
       if (inFlight >= maxConcurrent) return sendProblem(reply, 'GATEWAY_ERR_SERVICE_BUSY', { headers: { 'retry-after': 1 } })
       inFlight++

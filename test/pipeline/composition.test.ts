@@ -70,7 +70,7 @@ const invalid: Array<[string, unknown, string]> = [
   ['negative duration', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', timeout: { headers: -1 } } } }, 'services.a.timeout.headers'],
   ['TRACE method', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', methods: ['GET', 'TRACE'] } } }, 'services.a.methods[1]'],
   ['bodyLimit not an integer', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', bodyLimit: 1.5 } } }, 'services.a.bodyLimit'],
-  ['unknown service option', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', retries: 3 } } }, 'services.a.retries'],
+  ['unknown service option', { auth: false, services: { a: { upstream: 'http://x', prefix: '/a', retry: 3 } } }, 'services.a.retry'],
   ['bad service name', { auth: false, services: { 'a b': { upstream: 'http://x', prefix: '/a' } } }, 'services.a b'],
   ['bad identity header', { auth: false, identityHeaders: ['x bad'] }, 'identityHeaders[0]'],
   ['bad request id header', { auth: false, correlationId: { header: 'x:bad' } }, 'correlationId.header']

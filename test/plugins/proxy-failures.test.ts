@@ -12,7 +12,7 @@ const upstream = await createTestUpstream()
 const downPort = await freePort()
 const { app, logs } = await buildTestGateway({
   services: {
-    flaky: { upstream: upstream.url, prefix: '/flaky', timeout: { connect: 1_000, headers: HEADERS_TIMEOUT_MS, body: HEADERS_TIMEOUT_MS } },
+    flaky: { upstream: upstream.url, prefix: '/flaky', retries: 0, timeout: { connect: 1_000, headers: HEADERS_TIMEOUT_MS, body: HEADERS_TIMEOUT_MS } },
     down: { upstream: `http://127.0.0.1:${downPort}`, prefix: '/down' }
   }
 })
@@ -103,7 +103,7 @@ t.test('body that stalls after the headers → aborted within the body timeout',
   await assertStillUp(t)
 })
 
-t.test('a 503 from the upstream is passed back once, not retried (reply-from would retry GET 10 times)', async (t) => {
+t.test('with retries: 0, a 503 from the upstream is passed back once (reply-from alone would retry GET 10 times)', async (t) => {
   const before = upstream.requests.length
   upstream.failNext(1, { status: 503, body: { busy: true } })
   const response = await app.inject({ url: '/flaky/busy' })
