@@ -32,6 +32,11 @@ export interface GatewayServiceOptions {
   ca?: string | Buffer | ReadonlyArray<string | Buffer>
   /** Keep-alive connections per upstream target. Default 128. */
   connections?: number
+  /**
+   * Passive health over several upstreams: a target failing `failures` times in a row (default 3) is
+   * skipped for `baseTime` (default 5 s), doubling per ejection up to `maxTime` (default 1 min). `false` to disable.
+   */
+  ejection?: { failures?: number, baseTime?: Duration, maxTime?: Duration } | false
   /** Bulkhead: requests in flight to the service at most; more are refused at once with 503. Default: no cap. */
   maxConcurrent?: number
   /**

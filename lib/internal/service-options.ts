@@ -6,6 +6,7 @@ import { toMilliseconds } from './duration.js'
 import { isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys, stringList } from './options.js'
 import { isCanonicalRequestTarget, REFUSED_METHODS } from './request-target.js'
 import type { ResolvedRetryPolicy } from './retry-policy.js'
+import type { ResolvedEjection } from './balancer.js'
 
 export const SERVICE_DEFAULTS = Object.freeze({
   methods: Object.freeze(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as HTTPMethods[]),
@@ -14,7 +15,7 @@ export const SERVICE_DEFAULTS = Object.freeze({
   connections: 128
 })
 
-const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'maxConcurrent', 'retries', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
+const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'maxConcurrent', 'retries', 'ejection', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 // Static path segments only: find-my-way reads ":" and "*" as parameters.
 const STATIC_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()+,=@]+)*$/
@@ -38,6 +39,7 @@ export interface ResolvedService {
   readonly connections: number
   readonly maxConcurrent: number
   readonly retries: ResolvedRetryPolicy | undefined
+  readonly ejection: ResolvedEjection | undefined
   readonly ca: ReadonlyArray<string | Buffer> | undefined
   /** Route policy for the service's routes; the auth plugin validates it like any `config.gateway`. */
   readonly policy: Readonly<GatewayRoutePolicy>
@@ -121,6 +123,16 @@ function retries (value: unknown, path: string): ResolvedRetryPolicy | undefined
   return Object.freeze({ attempts, statuses: new Set(statuses as number[]), budget })
 }
 
+function ejection (value: unknown, path: string): ResolvedEjection | undefined {
+  if (value === false) return undefined
+  const options = optionalObject(value, path)
+  rejectUnknownKeys(options, ['failures', 'baseTime', 'maxTime'], path)
+  const baseMs = options.baseTime === undefined ? 5_000 : toMilliseconds(options.baseTime, `${path}.baseTime`)
+  const maxMs = options.maxTime === undefined ? 60_000 : toMilliseconds(options.maxTime, `${path}.maxTime`)
+  if (maxMs < baseMs) throw new InvalidOptionError(`${path}.maxTime`, 'must be at least baseTime')
+  return Object.freeze({ failures: positiveInteger(options.failures, `${path}.failures`, 3), baseMs, maxMs })
+}
+
 function resolveService (name: string, input: unknown): ResolvedService {
   const path = `services.${name}`
   if (!SERVICE_NAME.test(name)) throw new InvalidOptionError(path, 'service names are 1–64 letters, digits, "-" or "_"')
@@ -139,6 +151,7 @@ function resolveService (name: string, input: unknown): ResolvedService {
     connections: positiveInteger(input.connections, `${path}.connections`, SERVICE_DEFAULTS.connections),
     maxConcurrent: positiveInteger(input.maxConcurrent, `${path}.maxConcurrent`, Number.POSITIVE_INFINITY),
     retries: retries(input.retries, `${path}.retries`),
+    ejection: ejection(input.ejection, `${path}.ejection`),
     ca: certificates(input.ca, `${path}.ca`),
     breakerDeclared: input.breaker !== undefined && input.breaker !== false,
     policy: Object.freeze({

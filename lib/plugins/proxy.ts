@@ -15,6 +15,7 @@ import { streamBodyWithin } from '../internal/body-limit.js'
 import { CONSUMED_BY_GATEWAY, connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys } from '../internal/options.js'
 import { resolveServices, type ResolvedService } from '../internal/service-options.js'
+import { createBalancer, type BalancedTarget } from '../internal/balancer.js'
 import { createRetryPolicy } from '../internal/retry-policy.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError } from '../internal/upstream-errors.js'
 import { BreakerOpenError, NotCountedError } from './breaker.js'
@@ -98,6 +99,9 @@ class UpstreamStatusError extends Error {
 // The outcome of a proxied call, reported to the service's breaker (only for calls that run in one).
 const outcomes = new WeakMap<object, (failure: Error | undefined) => void>()
 
+// The target a request was sent to, when its service has several: its outcome feeds passive health.
+const picked = new WeakMap<object, BalancedTarget<unknown>>()
+
 function settle (request: object, failure: Error | undefined): void {
   const report = outcomes.get(request)
   if (report === undefined) return
@@ -109,7 +113,9 @@ function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }): v
   const code = classifyUpstreamError(error)
   // A body over the limit, or a request undici refused to send, is never a strike against the upstream.
   const root = rootErrorCode(error)
-  settle(reply.request, code === 'GATEWAY_ERR_BODY_TOO_LARGE' || root === 'UND_ERR_NOT_SUPPORTED' || root === 'UND_ERR_INVALID_ARG' ? new NotCountedError(code) : error)
+  const notCounted = code === 'GATEWAY_ERR_BODY_TOO_LARGE' || root === 'UND_ERR_NOT_SUPPORTED' || root === 'UND_ERR_INVALID_ARG'
+  settle(reply.request, notCounted ? new NotCountedError(code) : error)
+  if (!notCounted) picked.get(reply.request)?.report(false)
   // reply-from already logged the failure (through serializeUpstreamError, so without addresses).
   if (reply.sent) return
   sendProblem(reply, code, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? { headers: { connection: 'close' } } : undefined)
@@ -151,7 +157,8 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   const { prefix, targets } = service
   // origin, and the path every upstream path starts with (base path of the URL + rewritePrefix)
   const bases = targets.map((target) => ({ origin: target.origin, path: target.basePath + service.rewritePrefix }))
-  let nextTarget = 0
+  const balanced = bases.length > 1
+  const pick = createBalancer(bases, balanced ? service.ejection : undefined)
   // Bulkhead: a slow service may hold `maxConcurrent` requests, never every socket of the gateway.
   const { maxConcurrent } = service
   let inFlight = 0
@@ -179,6 +186,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       }
       copyUpstreamHeaders(res.headers, reply, prefix, bases, ownedResponseHeaders, corsOwned)
       const request = reply.request
+      if (balanced) picked.get(request)?.report(reply.statusCode < 500)
       if (outcomes.has(request)) {
         // The outcome is known once the body is through: a reset or stall mid-body is a failure too.
         const status = reply.statusCode
@@ -199,8 +207,9 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     // The request guard made the raw path canonical; a router configured to match more loosely
     // (caseSensitive: false) must not send a path the policy did not see.
     if (!path.startsWith(prefix)) return sendProblem(reply, 'GATEWAY_ERR_BAD_REQUEST_TARGET')
-    const base = bases[nextTarget]
-    nextTarget = (nextTarget + 1) % bases.length
+    const chosen = pick()
+    if (balanced) picked.set(request, chosen)
+    const base = chosen.value
     // reply-from appends the raw query string itself.
     const target = base.origin + (base.path + path.slice(prefix.length) || '/')
     // reply-from refuses any source containing "/.." (fastify-reply-from#460): answer it here, before
