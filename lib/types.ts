@@ -37,6 +37,11 @@ export interface GatewayServiceOptions {
    * skipped for `baseTime` (default 5 s), doubling per ejection up to `maxTime` (default 1 min). `false` to disable.
    */
   ejection?: { failures?: number, baseTime?: Duration, maxTime?: Duration } | false
+  /**
+   * A static answer used instead of the gateway's 502/503/504 problem when the breaker is open or the
+   * upstream cannot be reached or times out (never for the upstream's own answers, never for 4xx).
+   */
+  fallback?: { status: number, body?: string | object, headers?: Record<string, string> }
   /** Bulkhead: requests in flight to the service at most; more are refused at once with 503. Default: no cap. */
   maxConcurrent?: number
   /**

@@ -3,7 +3,7 @@ import type { HTTPMethods } from 'fastify'
 import { InvalidOptionError } from '../errors.js'
 import type { GatewayRoutePolicy, GatewayServiceOptions } from '../types.js'
 import { toMilliseconds } from './duration.js'
-import { isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys, stringList } from './options.js'
+import { headerName, isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys, stringList } from './options.js'
 import { isCanonicalRequestTarget, REFUSED_METHODS } from './request-target.js'
 import type { ResolvedRetryPolicy } from './retry-policy.js'
 import type { ResolvedEjection } from './balancer.js'
@@ -15,7 +15,7 @@ export const SERVICE_DEFAULTS = Object.freeze({
   connections: 128
 })
 
-const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'maxConcurrent', 'retries', 'ejection', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
+const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'maxConcurrent', 'retries', 'ejection', 'fallback', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 // Static path segments only: find-my-way reads ":" and "*" as parameters.
 const STATIC_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()+,=@]+)*$/
@@ -40,6 +40,7 @@ export interface ResolvedService {
   readonly maxConcurrent: number
   readonly retries: ResolvedRetryPolicy | undefined
   readonly ejection: ResolvedEjection | undefined
+  readonly fallback: Readonly<{ status: number, body: string, headers: Record<string, string> }> | undefined
   readonly ca: ReadonlyArray<string | Buffer> | undefined
   /** Route policy for the service's routes; the auth plugin validates it like any `config.gateway`. */
   readonly policy: Readonly<GatewayRoutePolicy>
@@ -133,6 +134,27 @@ function ejection (value: unknown, path: string): ResolvedEjection | undefined {
   return Object.freeze({ failures: positiveInteger(options.failures, `${path}.failures`, 3), baseMs, maxMs })
 }
 
+function fallback (value: unknown, path: string): ResolvedService['fallback'] {
+  if (value === undefined) return undefined
+  const options = optionalObject(value, path)
+  rejectUnknownKeys(options, ['status', 'body', 'headers'], path)
+  if (typeof options.status !== 'number' || !Number.isInteger(options.status) || options.status < 200 || options.status > 599) {
+    throw new InvalidOptionError(`${path}.status`, 'expected an HTTP status code')
+  }
+  const headers = optionalObject(options.headers, `${path}.headers`)
+  const isJson = typeof options.body === 'object' && options.body !== null
+  const resolvedHeaders: Record<string, string> = isJson ? { 'content-type': 'application/json; charset=utf-8' } : {}
+  for (const [name, header] of Object.entries(headers)) {
+    if (typeof header !== 'string' || !/^[\x20-\x7e]*$/.test(header)) throw new InvalidOptionError(`${path}.headers.${name}`, 'expected a header value')
+    resolvedHeaders[headerName(name, `${path}.headers.${name}`)] = header
+  }
+  return Object.freeze({
+    status: options.status,
+    body: options.body === undefined ? '' : isJson ? JSON.stringify(options.body) : String(options.body),
+    headers: Object.freeze(resolvedHeaders)
+  })
+}
+
 function resolveService (name: string, input: unknown): ResolvedService {
   const path = `services.${name}`
   if (!SERVICE_NAME.test(name)) throw new InvalidOptionError(path, 'service names are 1–64 letters, digits, "-" or "_"')
@@ -152,6 +174,7 @@ function resolveService (name: string, input: unknown): ResolvedService {
     maxConcurrent: positiveInteger(input.maxConcurrent, `${path}.maxConcurrent`, Number.POSITIVE_INFINITY),
     retries: retries(input.retries, `${path}.retries`),
     ejection: ejection(input.ejection, `${path}.ejection`),
+    fallback: fallback(input.fallback, `${path}.fallback`),
     ca: certificates(input.ca, `${path}.ca`),
     breakerDeclared: input.breaker !== undefined && input.breaker !== false,
     policy: Object.freeze({

@@ -109,7 +109,7 @@ function settle (request: object, failure: Error | undefined): void {
   report(failure)
 }
 
-function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }): void {
+function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }, answer?: (reply: AnyReply) => void): void {
   const code = classifyUpstreamError(error)
   // A body over the limit, or a request undici refused to send, is never a strike against the upstream.
   const root = rootErrorCode(error)
@@ -118,7 +118,8 @@ function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }): v
   if (!notCounted) picked.get(reply.request)?.report(false)
   // reply-from already logged the failure (through serializeUpstreamError, so without addresses).
   if (reply.sent) return
-  sendProblem(reply, code, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? { headers: { connection: 'close' } } : undefined)
+  if (answer !== undefined) answer(reply)
+  else sendProblem(reply, code, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? { headers: { connection: 'close' } } : undefined)
 }
 
 // reply-from would retry GET on 503 up to 10 times (`maxRetriesOn503: 0` is read as 10) and
@@ -164,6 +165,11 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   let inFlight = 0
   const release = (): void => { inFlight-- }
   const retry = service.retries === undefined ? undefined : createRetryPolicy(service.retries)
+  const { fallback } = service
+  function sendFallback (reply: AnyReply): void {
+    const { status, headers, body } = fallback as NonNullable<typeof fallback>
+    reply.code(status).headers(headers).header('x-gateway-fallback', '1').send(body)
+  }
 
   const fromOptions: FastifyReplyFromHooks = {
     rewriteRequestHeaders (request, upstreamHeaders) {
@@ -195,7 +201,14 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       }
       reply.send(res.stream)
     },
-    onError: answerUpstreamFailure,
+    onError (reply, failure) {
+      // The configured fallback replaces a transport failure's problem (never the 413 of a too-large body).
+      if (fallback !== undefined && !reply.sent && classifyUpstreamError(failure.error) !== 'GATEWAY_ERR_BODY_TOO_LARGE') {
+        answerUpstreamFailure(reply, failure, sendFallback)
+        return
+      }
+      answerUpstreamFailure(reply, failure)
+    },
     // Our policy, or none: reply-from's own would retry GET on 503 up to 10 times.
     retryDelay: retry === undefined ? neverRetry : retry.retryDelay as FastifyReplyFromHooks['retryDelay']
   }
@@ -225,7 +238,8 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     circuit.run(async () => await forward(request, reply, target)).catch((error: unknown) => {
       // Other failures were answered by reply-from's hooks; only a refusal by the breaker is ours.
       if (error instanceof BreakerOpenError && !reply.sent) {
-        sendProblem(reply, 'GATEWAY_ERR_CIRCUIT_OPEN', { headers: { 'retry-after': circuit.retryAfterSeconds() } })
+        if (fallback !== undefined) sendFallback(reply)
+        else sendProblem(reply, 'GATEWAY_ERR_CIRCUIT_OPEN', { headers: { 'retry-after': circuit.retryAfterSeconds() } })
       }
     })
     return reply

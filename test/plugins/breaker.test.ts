@@ -126,3 +126,32 @@ t.test('bulkhead: with a cap of 5 and a slow upstream, the 6th concurrent reques
   t.equal(slow.requests.length, 5, 'the refused request never reached the upstream')
   t.equal((await app.inject({ url: '/s/x' })).statusCode, 200, 'the cap frees up as requests finish')
 })
+
+t.test('a static fallback replaces transport failures and an open breaker, never the upstream\'s own answers', async (t) => {
+  const flaky = await createTestUpstream()
+  const app = Fastify()
+  await app.register(gateway, {
+    auth: false,
+    services: {
+      down: { upstream: 'http://127.0.0.1:1', prefix: '/down', retries: 0, fallback: { status: 200, body: { items: [], stale: true } }, breaker: { volumeThreshold: 2, resetTimeout: '1m' } },
+      flaky: { upstream: flaky.url, prefix: '/flaky', retries: 0, fallback: { status: 503, body: 'try later', headers: { 'retry-after': '5' } } }
+    }
+  })
+  t.teardown(async () => { await app.close(); await flaky.close() })
+  for (let i = 0; i < 4; i++) {
+    const response = await app.inject({ url: '/down/items' })
+    t.equal(response.statusCode, 200)
+    t.same(response.json(), { items: [], stale: true })
+    t.equal(response.headers['x-gateway-fallback'], '1')
+  }
+  t.equal(app.gateway.breaker('down')?.state, 'open', 'the breaker opened, and its refusals use the fallback too')
+  flaky.failNext(1, { status: 503, body: 'upstream says busy' })
+  const own = await app.inject({ url: '/flaky/x' })
+  t.equal(own.body, 'upstream says busy', 'an upstream answer is never replaced')
+  t.equal(own.headers['x-gateway-fallback'], undefined)
+  flaky.failNext(1, 'reset')
+  const reset = await app.inject({ url: '/flaky/x' })
+  t.equal(reset.statusCode, 503)
+  t.equal(reset.body, 'try later')
+  t.equal(reset.headers['retry-after'], '5')
+})
