@@ -42,6 +42,8 @@ export interface GatewayServiceOptions {
    * upstream cannot be reached or times out (never for the upstream's own answers, never for 4xx).
    */
   fallback?: { status: number, body?: string | object, headers?: Record<string, string> }
+  /** Active health checks: GET `path` on every target each `interval`; a non-2xx or a failure takes the target out until a check passes. */
+  healthCheck?: { path: string, interval: Duration, timeout?: Duration }
   /** Bulkhead: requests in flight to the service at most; more are refused at once with 503. Default: no cap. */
   maxConcurrent?: number
   /**

@@ -14,21 +14,33 @@ export interface BalancedTarget<T> {
   readonly value: T
   /** Report one outcome of a call to this target. */
   report: (ok: boolean) => void
+  /** Active health check result: a failed check takes the target out until a check passes. */
+  setHealthy: (healthy: boolean) => void
 }
 
 interface TargetState<T> extends BalancedTarget<T> {
   consecutiveFailures: number
   ejections: number
   ejectedUntil: number
+  healthy: boolean
 }
 
-export function createBalancer<T> (values: readonly T[], ejection: ResolvedEjection | undefined): () => BalancedTarget<T> {
+export interface Balancer<T> {
+  pick: () => BalancedTarget<T>
+  readonly targets: ReadonlyArray<BalancedTarget<T>>
+}
+
+export function createBalancer<T> (values: readonly T[], ejection: ResolvedEjection | undefined): Balancer<T> {
   const targets: Array<TargetState<T>> = values.map((value) => {
     const target: TargetState<T> = {
       value,
       consecutiveFailures: 0,
       ejections: 0,
       ejectedUntil: 0,
+      healthy: true,
+      setHealthy (healthy) {
+        target.healthy = healthy
+      },
       report (ok) {
         if (ejection === undefined) return
         if (ok) {
@@ -47,16 +59,19 @@ export function createBalancer<T> (values: readonly T[], ejection: ResolvedEject
     return target
   })
   let next = 0
-  return function pick (): BalancedTarget<T> {
-    const now = Date.now()
-    for (let tried = 0; tried < targets.length; tried++) {
+  return {
+    targets,
+    pick (): BalancedTarget<T> {
+      const now = Date.now()
+      for (let tried = 0; tried < targets.length; tried++) {
+        const target = targets[next]
+        next = (next + 1) % targets.length
+        if (target.healthy && target.ejectedUntil <= now) return target
+      }
+      // Every target is ejected or unhealthy: use them all rather than none.
       const target = targets[next]
       next = (next + 1) % targets.length
-      if (target.ejectedUntil <= now) return target
+      return target
     }
-    // Every target is ejected: use them all rather than none.
-    const target = targets[next]
-    next = (next + 1) % targets.length
-    return target
   }
 }

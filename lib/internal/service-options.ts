@@ -15,7 +15,7 @@ export const SERVICE_DEFAULTS = Object.freeze({
   connections: 128
 })
 
-const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'maxConcurrent', 'retries', 'ejection', 'fallback', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
+const SERVICE_KEYS = ['upstream', 'prefix', 'rewritePrefix', 'methods', 'timeout', 'bodyLimit', 'ca', 'connections', 'maxConcurrent', 'retries', 'ejection', 'fallback', 'healthCheck', 'public', 'auth', 'scopes', 'rateLimit', 'breaker'] as const
 const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/
 // Static path segments only: find-my-way reads ":" and "*" as parameters.
 const STATIC_PATH = /^(?:\/[A-Za-z0-9\-._~!$&'()+,=@]+)*$/
@@ -40,6 +40,7 @@ export interface ResolvedService {
   readonly maxConcurrent: number
   readonly retries: ResolvedRetryPolicy | undefined
   readonly ejection: ResolvedEjection | undefined
+  readonly healthCheck: Readonly<{ path: string, intervalMs: number, timeoutMs: number }> | undefined
   readonly fallback: Readonly<{ status: number, body: string, headers: Record<string, string> }> | undefined
   readonly ca: ReadonlyArray<string | Buffer> | undefined
   /** Route policy for the service's routes; the auth plugin validates it like any `config.gateway`. */
@@ -134,6 +135,15 @@ function ejection (value: unknown, path: string): ResolvedEjection | undefined {
   return Object.freeze({ failures: positiveInteger(options.failures, `${path}.failures`, 3), baseMs, maxMs })
 }
 
+function healthCheck (value: unknown, path: string): ResolvedService['healthCheck'] {
+  if (value === undefined) return undefined
+  const options = optionalObject(value, path)
+  rejectUnknownKeys(options, ['path', 'interval', 'timeout'], path)
+  const intervalMs = toMilliseconds(options.interval, `${path}.interval`)
+  const timeoutMs = options.timeout === undefined ? Math.min(2_000, intervalMs) : toMilliseconds(options.timeout, `${path}.timeout`)
+  return Object.freeze({ path: staticPath(options.path, `${path}.path`, { allowEmpty: false }), intervalMs, timeoutMs })
+}
+
 function fallback (value: unknown, path: string): ResolvedService['fallback'] {
   if (value === undefined) return undefined
   const options = optionalObject(value, path)
@@ -174,6 +184,7 @@ function resolveService (name: string, input: unknown): ResolvedService {
     maxConcurrent: positiveInteger(input.maxConcurrent, `${path}.maxConcurrent`, Number.POSITIVE_INFINITY),
     retries: retries(input.retries, `${path}.retries`),
     ejection: ejection(input.ejection, `${path}.ejection`),
+    healthCheck: healthCheck(input.healthCheck, `${path}.healthCheck`),
     fallback: fallback(input.fallback, `${path}.fallback`),
     ca: certificates(input.ca, `${path}.ca`),
     breakerDeclared: input.breaker !== undefined && input.breaker !== false,

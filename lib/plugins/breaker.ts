@@ -21,6 +21,8 @@ export interface BreakerPolicy {
   volumeThreshold?: number
   /** The rolling window failures are counted in. Default 10 s. */
   rollingWindow?: Duration
+  /** Upstream statuses that count as failures. Default: every 5xx. Transport errors and timeouts always count. */
+  failureStatuses?: readonly number[]
 }
 
 /** Options of the {@link breaker} plugin. */
@@ -37,6 +39,8 @@ export interface ServiceBreaker {
   run: <T>(action: () => Promise<T>) => Promise<T>
   /** Whole seconds until the next probe (at least 1 while open). */
   retryAfterSeconds: () => number
+  /** Whether an upstream answer with this status counts as a failure. */
+  countsAsFailure: (status: number) => boolean
 }
 
 /** The breaker refused the call without running it. */
@@ -64,14 +68,19 @@ const DEFAULTS = Object.freeze({ errorThresholdPercentage: 50, resetTimeoutMs: 3
 
 function resolvePolicy (input: unknown, path: string) {
   const policy = optionalObject(input, path)
-  rejectUnknownKeys(policy, ['errorThresholdPercentage', 'resetTimeout', 'volumeThreshold', 'rollingWindow'], path)
+  rejectUnknownKeys(policy, ['errorThresholdPercentage', 'resetTimeout', 'volumeThreshold', 'rollingWindow', 'failureStatuses'], path)
+  const statuses = policy.failureStatuses
+  if (statuses !== undefined && (!Array.isArray(statuses) || !statuses.every((status) => Number.isInteger(status) && status >= 400 && status <= 599))) {
+    throw new InvalidOptionError(`${path}.failureStatuses`, 'expected 4xx or 5xx status codes')
+  }
   const threshold = policy.errorThresholdPercentage ?? DEFAULTS.errorThresholdPercentage
   if (typeof threshold !== 'number' || !(threshold > 0 && threshold <= 100)) throw new InvalidOptionError(`${path}.errorThresholdPercentage`, 'expected a percentage in (0, 100]')
   return Object.freeze({
     errorThresholdPercentage: threshold,
     resetTimeoutMs: policy.resetTimeout === undefined ? DEFAULTS.resetTimeoutMs : toMilliseconds(policy.resetTimeout, `${path}.resetTimeout`),
     volumeThreshold: positiveInteger(policy.volumeThreshold, `${path}.volumeThreshold`, DEFAULTS.volumeThreshold),
-    rollingWindowMs: policy.rollingWindow === undefined ? DEFAULTS.rollingWindowMs : toMilliseconds(policy.rollingWindow, `${path}.rollingWindow`)
+    rollingWindowMs: policy.rollingWindow === undefined ? DEFAULTS.rollingWindowMs : toMilliseconds(policy.rollingWindow, `${path}.rollingWindow`),
+    failureStatuses: statuses === undefined ? undefined : new Set(statuses as number[])
   })
 }
 
@@ -115,7 +124,10 @@ const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker
           throw error
         }
       },
-      retryAfterSeconds: () => Math.max(1, Math.ceil((openedAt + policy.resetTimeoutMs - Date.now()) / 1000))
+      retryAfterSeconds: () => Math.max(1, Math.ceil((openedAt + policy.resetTimeoutMs - Date.now()) / 1000)),
+      countsAsFailure: policy.failureStatuses === undefined
+        ? (status) => status >= 500
+        : (status) => (policy.failureStatuses as Set<number>).has(status)
     }
     breakers.set(name, Object.freeze(serviceBreaker))
   }

@@ -15,7 +15,7 @@ import { streamBodyWithin } from '../internal/body-limit.js'
 import { CONSUMED_BY_GATEWAY, connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys } from '../internal/options.js'
 import { resolveServices, type ResolvedService } from '../internal/service-options.js'
-import { createBalancer, type BalancedTarget } from '../internal/balancer.js'
+import { createBalancer, type Balancer, type BalancedTarget } from '../internal/balancer.js'
 import { createRetryPolicy } from '../internal/retry-policy.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError } from '../internal/upstream-errors.js'
 import { BreakerOpenError, NotCountedError } from './breaker.js'
@@ -145,6 +145,21 @@ function isProxyError (error: FastifyError): boolean {
     error.code?.startsWith('FST_REPLY_FROM_') === true
 }
 
+/** GETs `check.path` on every target each interval; the result decides whether the target gets traffic. */
+function startHealthChecks (balancer: Balancer<{ origin: string }>, agent: Agent, check: { path: string, intervalMs: number, timeoutMs: number }): NodeJS.Timeout {
+  const probe = (target: BalancedTarget<{ origin: string }>): void => {
+    agent.request({ origin: target.value.origin, path: check.path, method: 'GET', headersTimeout: check.timeoutMs, bodyTimeout: check.timeoutMs, signal: AbortSignal.timeout(check.timeoutMs) })
+      .then(async (response) => {
+        await response.body.dump()
+        target.setHealthy(response.statusCode >= 200 && response.statusCode < 300)
+      }, () => { target.setHealthy(false) })
+  }
+  const timer = setInterval(() => { for (const target of balancer.targets) probe(target) }, check.intervalMs)
+  timer.unref()
+  for (const target of balancer.targets) probe(target)
+  return timer
+}
+
 function registerService (fastify: FastifyInstance, service: ResolvedService, requestIdHeader: string): void {
   const agent = createAgent(service)
   // Headers the gateway sets on the reply; an upstream's copy must not replace them.
@@ -159,7 +174,8 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   // origin, and the path every upstream path starts with (base path of the URL + rewritePrefix)
   const bases = targets.map((target) => ({ origin: target.origin, path: target.basePath + service.rewritePrefix }))
   const balanced = bases.length > 1
-  const pick = createBalancer(bases, balanced ? service.ejection : undefined)
+  const balancer = createBalancer(bases, balanced ? service.ejection : undefined)
+  const pick = balancer.pick
   // Bulkhead: a slow service may hold `maxConcurrent` requests, never every socket of the gateway.
   const { maxConcurrent } = service
   let inFlight = 0
@@ -197,7 +213,8 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
         // The outcome is known once the body is through: a reset or stall mid-body is a failure too.
         const status = reply.statusCode
         res.stream.once('error', (error: Error) => { settle(request, error) })
-        reply.raw.once('finish', () => { settle(request, status >= 500 ? new UpstreamStatusError(`upstream answered ${status}`) : undefined) })
+        const failed = circuit?.countsAsFailure(status) ?? status >= 500
+        reply.raw.once('finish', () => { settle(request, failed ? new UpstreamStatusError(`upstream answered ${status}`) : undefined) })
       }
       reply.send(res.stream)
     },
@@ -265,7 +282,11 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     instance.removeAllContentTypeParsers()
     instance.addContentTypeParser('*', streamBodyWithin(service.bodyLimit))
     instance.setErrorHandler(answerRouteError)
-    instance.addHook('onClose', async () => { await agent.close() })
+    const checks = service.healthCheck === undefined ? undefined : startHealthChecks(balancer, agent, service.healthCheck)
+    instance.addHook('onClose', async () => {
+      if (checks !== undefined) clearInterval(checks)
+      await agent.close()
+    })
     const route = {
       method: [...service.methods],
       handler: proxyToUpstream,

@@ -51,3 +51,21 @@ t.test('when every target is failing, all are still used (never all ejected)', a
   for (let i = 0; i < 10; i++) t.equal((await app.inject({ url: '/s/x' })).statusCode, 503, 'the upstream\'s answer, not a gateway refusal')
   t.equal(a.requests.length + b.requests.length, 10)
 })
+
+t.test('active health checks: a target failing its check gets no traffic until it passes again', async (t) => {
+  const a = await createTestUpstream()
+  const b = await createTestUpstream()
+  let bHealthy = false
+  b.respond((request) => request.url === '/healthz' ? { status: bHealthy ? 200 : 503 } : undefined)
+  const app = Fastify()
+  await app.register(gateway, { auth: false, services: { s: { upstream: [a.url, b.url], prefix: '/s', healthCheck: { path: '/healthz', interval: 100 } } } })
+  t.teardown(async () => { await app.close(); await a.close(); await b.close() })
+  const served = (upstream: typeof b) => upstream.requests.filter((request) => request.url !== '/healthz').length
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  for (let i = 0; i < 6; i++) t.equal((await app.inject({ url: '/s/x' })).statusCode, 200)
+  t.equal(served(b), 0, 'the unhealthy target got no traffic')
+  bHealthy = true
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  for (let i = 0; i < 6; i++) await app.inject({ url: '/s/x' })
+  t.ok(served(b) >= 2, `taken back after a passing check (${served(b)} requests)`)
+})

@@ -155,3 +155,16 @@ t.test('a static fallback replaces transport failures and an open breaker, never
   t.equal(reset.body, 'try later')
   t.equal(reset.headers['retry-after'], '5')
 })
+
+t.test('the failure list is configurable: e.g. 429 counts, 501 does not', async (t) => {
+  const up = await createTestUpstream()
+  const app = Fastify()
+  await app.register(gateway, { auth: false, services: { s: { upstream: up.url, prefix: '/s', retries: 0, breaker: { volumeThreshold: 3, failureStatuses: [429, 503] } } } })
+  t.teardown(async () => { await app.close(); await up.close() })
+  up.respond(() => ({ status: 501 }))
+  for (let i = 0; i < 10; i++) await app.inject({ url: '/s/x' })
+  t.equal(app.gateway.breaker('s')?.state, 'closed', '501 is not in the list')
+  up.respond(() => ({ status: 429 }))
+  for (let i = 0; i < 20; i++) await app.inject({ url: '/s/x' })
+  t.equal(app.gateway.breaker('s')?.state, 'open', '429 is')
+})
