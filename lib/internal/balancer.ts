@@ -30,7 +30,7 @@ export interface Balancer<T> {
   readonly targets: ReadonlyArray<BalancedTarget<T>>
 }
 
-export function createBalancer<T> (values: readonly T[], ejection: ResolvedEjection | undefined): Balancer<T> {
+export function createBalancer<T> (values: readonly T[], ejection: ResolvedEjection | undefined, usable: (value: T) => boolean = () => true): Balancer<T> {
   const targets: Array<TargetState<T>> = values.map((value) => {
     const target: TargetState<T> = {
       value,
@@ -66,9 +66,9 @@ export function createBalancer<T> (values: readonly T[], ejection: ResolvedEject
       for (let tried = 0; tried < targets.length; tried++) {
         const target = targets[next]
         next = (next + 1) % targets.length
-        if (target.healthy && target.ejectedUntil <= now) return target
+        if (target.healthy && target.ejectedUntil <= now && usable(target.value)) return target
       }
-      // Every target is ejected or unhealthy: use them all rather than none.
+      // Every target is ejected, unhealthy or open: use them all rather than none.
       const target = targets[next]
       next = (next + 1) % targets.length
       return target

@@ -60,7 +60,10 @@ export class NotCountedError extends Error {
 declare module 'fastify' {
   interface FastifyInstance {
     /** fastify-gateway's shared services. */
-    gateway: { breaker: (name: string) => ServiceBreaker | undefined }
+    gateway: {
+      /** The service's breaker; with `target` (an index in its `upstream` list), that target's own breaker. */
+      breaker: (name: string, target?: number) => ServiceBreaker | undefined
+    }
   }
 }
 
@@ -88,12 +91,10 @@ const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker
   const options = optionalObject(input, 'breaker')
   rejectUnknownKeys(options, ['services'], 'breaker')
   const breakers = new Map<string, ServiceBreaker>()
+  const policies = new Map<string, ReturnType<typeof resolvePolicy>>()
   const circuits: CircuitBreaker[] = []
 
-  for (const [name, input] of Object.entries(optionalObject(options.services, 'breaker.services'))) {
-    if (input === false) continue
-    if (input !== undefined && !isPlainObject(input)) throw new InvalidOptionError(`services.${name}.breaker`, 'expected an object or false')
-    const policy = resolvePolicy(input, `services.${name}.breaker`)
+  function createBreaker (name: string, target: number | undefined, policy: ReturnType<typeof resolvePolicy>): ServiceBreaker {
     const circuit: CircuitBreaker = new CircuitBreaker(async (action: () => Promise<unknown>) => await action(), {
       timeout: false, // the proxy's connect/headers/body timeouts bound every call
       errorThresholdPercentage: policy.errorThresholdPercentage,
@@ -106,14 +107,16 @@ const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker
       errorFilter: (error: unknown): boolean => error instanceof NotCountedError && !circuit.halfOpen
     })
     let openedAt = 0
+    // A target is named by its position in the service's `upstream` list: logs carry no upstream address.
+    const where = target === undefined ? { service: name } : { service: name, target }
     circuit.on('open', () => {
       openedAt = Date.now()
-      fastify.log.warn({ service: name }, 'circuit breaker open: failing fast')
+      fastify.log.warn(where, 'circuit breaker open: failing fast')
     })
-    circuit.on('halfOpen', () => { fastify.log.info({ service: name }, 'circuit breaker half-open: one probe') })
-    circuit.on('close', () => { fastify.log.info({ service: name }, 'circuit breaker closed') })
+    circuit.on('halfOpen', () => { fastify.log.info(where, 'circuit breaker half-open: one probe') })
+    circuit.on('close', () => { fastify.log.info(where, 'circuit breaker closed') })
     circuits.push(circuit)
-    const serviceBreaker: ServiceBreaker = {
+    return Object.freeze({
       name,
       get state () { return circuit.opened ? 'open' : circuit.halfOpen ? 'half-open' : 'closed' },
       async run<T> (action: () => Promise<T>): Promise<T> {
@@ -126,13 +129,34 @@ const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker
       },
       retryAfterSeconds: () => Math.max(1, Math.ceil((openedAt + policy.resetTimeoutMs - Date.now()) / 1000)),
       countsAsFailure: policy.failureStatuses === undefined
-        ? (status) => status >= 500
-        : (status) => (policy.failureStatuses as Set<number>).has(status)
-    }
-    breakers.set(name, Object.freeze(serviceBreaker))
+        ? (status: number) => status >= 500
+        : (status: number) => (policy.failureStatuses as Set<number>).has(status)
+    } satisfies ServiceBreaker)
   }
 
-  fastify.decorate('gateway', Object.freeze({ breaker: (name: string) => breakers.get(name) }))
+  for (const [name, input] of Object.entries(optionalObject(options.services, 'breaker.services'))) {
+    if (input === false) continue
+    if (input !== undefined && !isPlainObject(input)) throw new InvalidOptionError(`services.${name}.breaker`, 'expected an object or false')
+    const policy = resolvePolicy(input, `services.${name}.breaker`)
+    policies.set(name, policy)
+    breakers.set(name, createBreaker(name, undefined, policy))
+  }
+
+  /** The service's breaker, or — with `target`, an index in its `upstream` list — that target's own breaker, created on first use. */
+  function breakerOf (name: string, target?: number): ServiceBreaker | undefined {
+    if (target === undefined) return breakers.get(name)
+    const policy = policies.get(name)
+    if (policy === undefined) return undefined
+    const key = `${name} ${target}`
+    let found = breakers.get(key)
+    if (found === undefined) {
+      found = createBreaker(name, target, policy)
+      breakers.set(key, found)
+    }
+    return found
+  }
+
+  fastify.decorate('gateway', Object.freeze({ breaker: breakerOf }))
   fastify.addHook('onClose', async () => { for (const circuit of circuits) circuit.shutdown() })
 }
 

@@ -166,15 +166,17 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   const ownedResponseHeaders: ReadonlySet<string> = new Set([requestIdHeader, 'ratelimit', 'ratelimit-policy'])
   const corsOwned = fastify.hasPlugin('fastify-gateway.cors')
   // The service's breaker, when the breaker plugin is registered (the umbrella registers it first).
-  const circuit = fastify.hasDecorator('gateway') ? fastify.gateway.breaker(service.name) : undefined
-  if (service.breakerDeclared && circuit === undefined) {
+  const serviceCircuit = fastify.hasDecorator('gateway') ? fastify.gateway.breaker(service.name) : undefined
+  if (service.breakerDeclared && serviceCircuit === undefined) {
     throw new InvalidOptionError(`services.${service.name}.breaker`, 'declared, but no breaker for this service is registered: register the breaker plugin (with this service) before the proxy')
   }
   const { prefix, targets } = service
   // origin, and the path every upstream path starts with (base path of the URL + rewritePrefix)
   const bases = targets.map((target) => ({ origin: target.origin, path: target.basePath + service.rewritePrefix }))
   const balanced = bases.length > 1
-  const balancer = createBalancer(bases, balanced ? service.ejection : undefined)
+  // Several targets: one breaker each, and a target whose breaker is open is skipped.
+  const circuits = new Map(bases.map((base, index) => [base, balanced && serviceCircuit !== undefined ? fastify.gateway.breaker(service.name, index) : serviceCircuit]))
+  const balancer = createBalancer(bases, balanced ? service.ejection : undefined, (base) => circuits.get(base)?.state !== 'open')
   const pick = balancer.pick
   // Bulkhead: a slow service may hold `maxConcurrent` requests, never every socket of the gateway.
   const { maxConcurrent } = service
@@ -213,7 +215,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
         // The outcome is known once the body is through: a reset or stall mid-body is a failure too.
         const status = reply.statusCode
         res.stream.once('error', (error: Error) => { settle(request, error) })
-        const failed = circuit?.countsAsFailure(status) ?? status >= 500
+        const failed = serviceCircuit?.countsAsFailure(status) ?? status >= 500
         reply.raw.once('finish', () => { settle(request, failed ? new UpstreamStatusError(`upstream answered ${status}`) : undefined) })
       }
       reply.send(res.stream)
@@ -240,6 +242,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     const chosen = pick()
     if (balanced) picked.set(request, chosen)
     const base = chosen.value
+    const circuit = circuits.get(base)
     // reply-from appends the raw query string itself.
     const target = base.origin + (base.path + path.slice(prefix.length) || '/')
     // reply-from refuses any source containing "/.." (fastify-reply-from#460): answer it here, before

@@ -168,3 +168,21 @@ t.test('the failure list is configurable: e.g. 429 counts, 501 does not', async 
   for (let i = 0; i < 20; i++) await app.inject({ url: '/s/x' })
   t.equal(app.gateway.breaker('s')?.state, 'open', '429 is')
 })
+
+t.test('several targets: a breaker per target; an open target is skipped while the others serve', async (t) => {
+  const good = await createTestUpstream()
+  const bad = await createTestUpstream()
+  bad.respond(() => ({ status: 500 }))
+  const logs: string[] = []
+  const app = Fastify({ logger: { level: 'info', stream: { write: (line: string) => { logs.push(line) } } } })
+  await app.register(gateway, { auth: false, services: { s: { upstream: [good.url, bad.url], prefix: '/s', retries: 0, ejection: false, breaker: { volumeThreshold: 2, resetTimeout: '1m' } } } })
+  t.teardown(async () => { await app.close(); await good.close(); await bad.close() })
+  for (let i = 0; i < 8; i++) await app.inject({ url: '/s/x' })
+  t.equal(app.gateway.breaker('s', 1)?.state, 'open', 'the failing target\'s breaker opened')
+  t.equal(app.gateway.breaker('s', 0)?.state, 'closed')
+  const badBefore = bad.requests.length
+  for (let i = 0; i < 6; i++) t.equal((await app.inject({ url: '/s/x' })).statusCode, 200, 'served by the healthy target')
+  t.equal(bad.requests.length, badBefore, 'the open target got nothing')
+  t.notMatch(logs.join(''), `127.0.0.1:${bad.port}`, 'breaker logs name the target by position, not address')
+  t.ok(logs.some((line) => line.includes('"target":1')))
+})
