@@ -41,7 +41,7 @@ export interface ResolvedService {
   readonly retries: ResolvedRetryPolicy | undefined
   readonly ejection: ResolvedEjection | undefined
   readonly healthCheck: Readonly<{ path: string, intervalMs: number, timeoutMs: number }> | undefined
-  readonly fallback: Readonly<{ status: number, body: string, headers: Record<string, string> }> | undefined
+  readonly fallback: Readonly<{ status: number, body: string, headers: Record<string, string> }> | Readonly<{ upstream: UpstreamTarget }> | undefined
   readonly ca: ReadonlyArray<string | Buffer> | undefined
   /** Route policy for the service's routes; the auth plugin validates it like any `config.gateway`. */
   readonly policy: Readonly<GatewayRoutePolicy>
@@ -147,6 +147,10 @@ function healthCheck (value: unknown, path: string): ResolvedService['healthChec
 function fallback (value: unknown, path: string): ResolvedService['fallback'] {
   if (value === undefined) return undefined
   const options = optionalObject(value, path)
+  if (options.upstream !== undefined) {
+    rejectUnknownKeys(options, ['upstream'], path)
+    return Object.freeze({ upstream: upstreamTarget(options.upstream, `${path}.upstream`) })
+  }
   rejectUnknownKeys(options, ['status', 'body', 'headers'], path)
   if (typeof options.status !== 'number' || !Number.isInteger(options.status) || options.status < 200 || options.status > 599) {
     throw new InvalidOptionError(`${path}.status`, 'expected an HTTP status code')

@@ -184,9 +184,22 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   const release = (): void => { inFlight-- }
   const retry = service.retries === undefined ? undefined : createRetryPolicy(service.retries)
   const { fallback } = service
-  function sendFallback (reply: AnyReply): void {
-    const { status, headers, body } = fallback as NonNullable<typeof fallback>
-    reply.code(status).headers(headers).header('x-gateway-fallback', '1').send(body)
+  /** The fallback's answer; `problem` is what the client gets when the fallback cannot apply. */
+  function sendFallback (reply: AnyReply, problem: () => void): void {
+    if (fallback === undefined) return problem()
+    if (!('upstream' in fallback)) {
+      reply.code(fallback.status).headers(fallback.headers).header('x-gateway-fallback', '1').send(fallback.body)
+      return
+    }
+    // A body may already be partly sent upstream and cannot be replayed: such requests get the problem.
+    const headers = reply.request.raw.headers
+    if ((headers['content-length'] !== undefined && headers['content-length'] !== '0') || headers['transfer-encoding'] !== undefined) return problem()
+    const url = reply.request.raw.url as string
+    const queryStart = url.indexOf('?')
+    const path = (queryStart === -1 ? url : url.slice(0, queryStart)).slice(prefix.length)
+    reply.header('x-gateway-fallback', '1')
+    picked.delete(reply.request) // the fallback's outcome says nothing about the primary target
+    reply.from(fallback.upstream.origin + (fallback.upstream.basePath + service.rewritePrefix + path || '/'), fallbackFromOptions)
   }
 
   const fromOptions: FastifyReplyFromHooks = {
@@ -223,13 +236,20 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     onError (reply, failure) {
       // The configured fallback replaces a transport failure's problem (never the 413 of a too-large body).
       if (fallback !== undefined && !reply.sent && classifyUpstreamError(failure.error) !== 'GATEWAY_ERR_BODY_TOO_LARGE') {
-        answerUpstreamFailure(reply, failure, sendFallback)
+        answerUpstreamFailure(reply, failure, (answering) => { sendFallback(answering, () => { answerUpstreamFailure(answering, failure) }) })
         return
       }
       answerUpstreamFailure(reply, failure)
     },
     // Our policy, or none: reply-from's own would retry GET on 503 up to 10 times.
     retryDelay: retry === undefined ? neverRetry : retry.retryDelay as FastifyReplyFromHooks['retryDelay']
+  }
+
+  // The fallback upstream: same request rewriting, no retries, and its failure is the final answer.
+  const fallbackFromOptions: FastifyReplyFromHooks = {
+    ...fromOptions,
+    onError: (reply, failure) => { answerUpstreamFailure(reply, failure) },
+    retryDelay: neverRetry
   }
 
   function proxyToUpstream (request: FastifyRequest, reply: FastifyReply): FastifyReply {
@@ -258,8 +278,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     circuit.run(async () => await forward(request, reply, target)).catch((error: unknown) => {
       // Other failures were answered by reply-from's hooks; only a refusal by the breaker is ours.
       if (error instanceof BreakerOpenError && !reply.sent) {
-        if (fallback !== undefined) sendFallback(reply)
-        else sendProblem(reply, 'GATEWAY_ERR_CIRCUIT_OPEN', { headers: { 'retry-after': circuit.retryAfterSeconds() } })
+        sendFallback(reply, () => { sendProblem(reply, 'GATEWAY_ERR_CIRCUIT_OPEN', { headers: { 'retry-after': circuit.retryAfterSeconds() } }) })
       }
     })
     return reply

@@ -186,3 +186,23 @@ t.test('several targets: a breaker per target; an open target is skipped while t
   t.notMatch(logs.join(''), `127.0.0.1:${bad.port}`, 'breaker logs name the target by position, not address')
   t.ok(logs.some((line) => line.includes('"target":1')))
 })
+
+t.test('a fallback upstream answers requests without a body when the service fails or its breaker is open', async (t) => {
+  const backup = await createTestUpstream()
+  const app = Fastify()
+  await app.register(gateway, {
+    auth: false,
+    services: { s: { upstream: 'http://127.0.0.1:1', prefix: '/s', rewritePrefix: '/v1', retries: 0, fallback: { upstream: `${backup.url}/cache` }, breaker: { volumeThreshold: 2, resetTimeout: '1m' } } }
+  })
+  t.teardown(async () => { await app.close(); await backup.close() })
+  for (let i = 0; i < 4; i++) {
+    const response = await app.inject({ url: '/s/items?page=2' })
+    t.equal(response.statusCode, 200)
+    t.equal(response.headers['x-gateway-fallback'], '1')
+  }
+  t.equal(app.gateway.breaker('s')?.state, 'open', 'the open breaker\'s refusals use the fallback upstream too')
+  t.equal(backup.requests.at(-1)?.url, '/cache/v1/items?page=2', 'same path and query under the fallback\'s base')
+  const post = await app.inject({ method: 'POST', url: '/s/items', payload: { a: 1 } })
+  t.equal(post.statusCode, 503, 'a request with a body cannot be replayed: the problem')
+  t.equal(post.json().code, 'GATEWAY_ERR_CIRCUIT_OPEN')
+})
