@@ -8,10 +8,12 @@ import { InvalidOptionError } from './errors.js'
 import { identityHeaderNames, resolveAuthOptions } from './internal/auth-options.js'
 import { RESERVED_HEADERS } from './internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys, stringList } from './internal/options.js'
+import { accessLog, type AccessLogOptions } from './plugins/access-log.js'
 import { auth } from './plugins/auth.js'
 import { breaker } from './plugins/breaker.js'
 import { correlationId, type CorrelationIdOptions } from './plugins/correlation-id.js'
 import { cors, type CorsOptions } from './plugins/cors.js'
+import { metrics, type MetricsOptions } from './plugins/metrics.js'
 import { proxy } from './plugins/proxy.js'
 import { rateLimit } from './plugins/rate-limit.js'
 import { requestGuard } from './plugins/request-guard.js'
@@ -37,11 +39,15 @@ export interface GatewayOptions {
   identityHeaders?: string[]
   /** Upstream services by name (see {@link proxy}). */
   services?: Record<string, GatewayServiceOptions>
+  /** Prometheus metrics (see {@link metrics}). Off when absent. */
+  metrics?: MetricsOptions
+  /** One structured line per request, credentials censored (see {@link accessLog}). On by default; `false` removes it. */
+  accessLog?: AccessLogOptions | false
 }
 
 const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway (fastify, input) {
   const options = optionalObject(input, '')
-  rejectUnknownKeys(options, ['correlationId', 'cors', 'auth', 'rateLimit', 'identityHeaders', 'services'], '')
+  rejectUnknownKeys(options, ['correlationId', 'cors', 'auth', 'rateLimit', 'identityHeaders', 'services', 'metrics', 'accessLog'], '')
   const idOptions = optionalObject(options.correlationId, 'correlationId') as CorrelationIdOptions
   // Secure by default: leaving auth out is a boot error, not an open gateway.
   if (options.auth === undefined) throw new InvalidOptionError('auth', 'configure auth, or pass `auth: false` to run without authentication')
@@ -55,8 +61,17 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
     ...(authOptions === undefined ? [] : identityHeaderNames(resolveAuthOptions(authOptions)))
   ]
 
+  // First, so that its timer starts before any other hook and every answer is timed, the guard's 400s included.
+  if (options.metrics !== undefined) await fastify.register(metrics, options.metrics as MetricsOptions)
   await fastify.register(correlationId, idOptions)
   await fastify.register(requestGuard, { identityHeaders })
+  if (options.accessLog !== false) {
+    const accessLogOptions = optionalObject(options.accessLog, 'accessLog') as AccessLogOptions
+    const keyParameter = authOptions?.apiKeys?.query
+    await fastify.register(accessLog, typeof keyParameter === 'string'
+      ? { ...accessLogOptions, redactQuery: [...stringList(accessLogOptions.redactQuery, 'accessLog.redactQuery'), keyParameter] }
+      : accessLogOptions)
+  }
   if (options.cors !== undefined) await fastify.register(cors, options.cors as CorsOptions)
   if (authOptions !== undefined) await fastify.register(auth, authOptions)
   else fastify.decorateRequest('consumer', null)
@@ -89,8 +104,8 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
 }
 
 /**
- * Registers the gateway's plugins in their one correct order: correlation id, request guard, CORS,
- * auth, rate limit, breaker, proxy.
+ * Registers the gateway's plugins in their one correct order: metrics, correlation id, request guard,
+ * access log, CORS, auth, rate limit, breaker, proxy.
  *
  * @example
  * ```ts

@@ -6,10 +6,11 @@
 import { randomUUID } from 'node:crypto'
 import type { ServerOptions } from 'node:http'
 import type { Socket } from 'node:net'
-import type { FastifyError, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify'
-import { GATEWAY_ERRORS, type GatewayErrorCode, problemBody, PROBLEM_CONTENT_TYPE, sendProblem } from './errors.js'
+import fastify, { type FastifyError, type FastifyLoggerOptions, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import { GATEWAY_ERRORS, type GatewayErrorCode, InvalidOptionError, problemBody, PROBLEM_CONTENT_TYPE, sendProblem } from './errors.js'
 import { toMilliseconds, type Duration } from './internal/duration.js'
-import { optionalObject, rejectUnknownKeys } from './internal/options.js'
+import { isPlainObject, optionalObject, rejectUnknownKeys, stringList } from './internal/options.js'
+import { CENSOR, createRequestSerializer, CREDENTIAL_HEADERS, CREDENTIAL_QUERY_PARAMETERS, credentialHeaderPaths } from './internal/redaction.js'
 import { requestIdGenerator } from './plugins/correlation-id.js'
 
 /** Options of {@link gatewayServerOptions}. */
@@ -23,11 +24,45 @@ export interface GatewayServerOptions {
    * response, which would otherwise hold an upstream connection forever. Default 60 s.
    */
   idleTimeout?: Duration
+  /**
+   * Fastify's `logger` (`true` or pino options), returned with credentials redacted: `Authorization`,
+   * `Cookie`, `Set-Cookie` and API-key headers wherever a log line holds headers, credential query
+   * parameters in every logged URL. Default: no `logger` is returned (keep your own).
+   */
+  logger?: boolean | (FastifyLoggerOptions & Record<string, unknown>)
+  /** More headers and query parameters to redact (e.g. your API-key header and parameter). */
+  redact?: { headers?: string[], query?: string[] }
 }
 
 /** What {@link gatewayServerOptions} returns: spread it into `Fastify({ … })`. */
-export interface GatewayFastifyOptions extends Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler' | 'connectionTimeout'> {
+export interface GatewayFastifyOptions extends Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler' | 'connectionTimeout' | 'disableRequestLogging'> {
   http: ServerOptions
+  logger?: FastifyLoggerOptions & Record<string, unknown>
+  /** Fastify ≥ 5.8 (older versions get `disableRequestLogging`, which also silences error lines). */
+  logController?: FastifyServerOptions extends { logController?: infer Controller } ? Controller : never
+}
+
+type LogControllerBase = typeof fastify extends { LogController: infer Base } ? Base : never
+
+/**
+ * Fastify's request lines, minus the two the access log replaces ("incoming request" carries the
+ * URL with its query) and with "route not found" naming the path without its query. Error lines stay.
+ */
+function requestLogging (): Pick<GatewayFastifyOptions, 'logController' | 'disableRequestLogging'> {
+  const Base = (fastify as { LogController?: LogControllerBase }).LogController
+  if (Base === undefined) return { disableRequestLogging: true }
+  class GatewayLogController extends (Base as new () => InstanceType<LogControllerBase>) {
+    override incomingRequest (): void {}
+    override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+      if (error != null) super.requestCompleted(error, request, reply)
+    }
+
+    override routeNotFound (request: FastifyRequest): void {
+      const url = request.raw.url ?? ''
+      request.log.info(`Route ${request.method}:${url.includes('?') ? url.slice(0, url.indexOf('?')) : url} not found`)
+    }
+  }
+  return { logController: new GatewayLogController() as GatewayFastifyOptions['logController'] }
 }
 
 function answerFrameworkError (error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
@@ -64,7 +99,10 @@ function answerClientError (error: NodeJS.ErrnoException, socket: Socket): void 
  */
 export function gatewayServerOptions (input?: GatewayServerOptions): GatewayFastifyOptions {
   const options = optionalObject(input, 'serverOptions')
-  rejectUnknownKeys(options, ['requestIdHeader', 'requestTimeout', 'idleTimeout'], 'serverOptions')
+  rejectUnknownKeys(options, ['requestIdHeader', 'requestTimeout', 'idleTimeout', 'logger', 'redact'], 'serverOptions')
+  const redact = optionalObject(options.redact, 'serverOptions.redact')
+  rejectUnknownKeys(redact, ['headers', 'query'], 'serverOptions.redact')
+  const logger = redactingLogger(options.logger, stringList(redact.headers, 'serverOptions.redact.headers'), stringList(redact.query, 'serverOptions.redact.query'))
   const requestTimeout = options.requestTimeout === undefined ? 60_000 : toMilliseconds(options.requestTimeout, 'serverOptions.requestTimeout')
   return {
     // Node keeps headersTimeout (60 s) ≤ requestTimeout by swapping them; set both so that a shorter
@@ -79,6 +117,26 @@ export function gatewayServerOptions (input?: GatewayServerOptions): GatewayFast
     frameworkErrors: answerFrameworkError as FastifyServerOptions['frameworkErrors'],
     clientErrorHandler: answerClientError,
     requestTimeout,
-    connectionTimeout: options.idleTimeout === undefined ? 60_000 : toMilliseconds(options.idleTimeout, 'serverOptions.idleTimeout')
+    connectionTimeout: options.idleTimeout === undefined ? 60_000 : toMilliseconds(options.idleTimeout, 'serverOptions.idleTimeout'),
+    // The gateway's access log writes one line per request instead of Fastify's two, without the URL.
+    ...requestLogging(),
+    ...(logger === undefined ? {} : { logger })
+  }
+}
+
+/** The caller's logger options with credential headers redacted and URLs censored. */
+function redactingLogger (input: unknown, headers: string[], query: string[]): GatewayFastifyOptions['logger'] {
+  if (input === undefined || input === false) return undefined
+  if (input !== true && !isPlainObject(input)) throw new InvalidOptionError('serverOptions.logger', 'expected true or pino options')
+  const own = input === true ? {} : input
+  const ownRedact = own.redact
+  const paths = [
+    ...credentialHeaderPaths([...CREDENTIAL_HEADERS, ...headers.map((name) => name.toLowerCase())]),
+    ...(Array.isArray(ownRedact) ? ownRedact as string[] : isPlainObject(ownRedact) && Array.isArray(ownRedact.paths) ? ownRedact.paths as string[] : [])
+  ]
+  return {
+    ...own,
+    redact: { paths, censor: isPlainObject(ownRedact) && ownRedact.censor !== undefined ? ownRedact.censor : CENSOR },
+    serializers: { req: createRequestSerializer([...CREDENTIAL_QUERY_PARAMETERS, ...query]), ...(isPlainObject(own.serializers) ? own.serializers : {}) }
   }
 }

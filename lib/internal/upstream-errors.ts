@@ -3,6 +3,7 @@
  * `cause` chain (reply-from wraps undici's errors), never by message text.
  */
 import type { GatewayErrorCode } from '../errors.js'
+import type { UpstreamFailureKind } from './request-facts.js'
 
 const TIMEOUT_CODES: ReadonlySet<string> = new Set([
   'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT'
@@ -19,6 +20,21 @@ export function classifyUpstreamError (error: unknown): GatewayErrorCode {
     current = (current as { cause?: unknown }).cause
   }
   return answer
+}
+
+// Failures before a connection existed (DNS, refused, unreachable, TLS verification).
+const CONNECT_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL',
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_HAS_EXPIRED', 'ERR_TLS_CERT_ALTNAME_INVALID', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY'
+])
+
+/** The failure's kind for metrics: timed out, could not connect, or broke after connecting. */
+export function upstreamFailureKind (error: unknown): UpstreamFailureKind {
+  const code = classifyUpstreamError(error)
+  if (code === 'GATEWAY_ERR_UPSTREAM_TIMEOUT') return 'timeout'
+  const root = rootErrorCode(error)
+  return root !== undefined && CONNECT_CODES.has(root) ? 'connect' : 'broken'
 }
 
 /** The innermost error code, for logs: it names the failure without an address or a message. */

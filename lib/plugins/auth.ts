@@ -12,6 +12,7 @@ import { createApiKeyVerifier, KeyLookupUnavailableError } from '../internal/api
 import { identityHeaderNames, resolveAuthOptions, type PublicRoutePattern, type ResolvedAuthOptions } from '../internal/auth-options.js'
 import { separatorSpellings } from '../internal/headers.js'
 import { createTokenVerifier, KeysUnavailableError, TokenRejectedError } from '../internal/jwt.js'
+import { factsOf, type AuthFailureReason } from '../internal/request-facts.js'
 import type { AuthOptions, Consumer, GatewayRoutePolicy } from '../types.js'
 
 /** What a route requires, per method. `invalid`: a route registered before the gateway with a bad `config.gateway` (fails closed). */
@@ -46,6 +47,11 @@ function resolveRoutePolicies (patterns: readonly PublicRoutePattern[], methods:
     policies[method] = Object.freeze({ mode, scopes: Object.freeze([...scopes]) })
   }
   return Object.freeze(policies)
+}
+
+/** The bounded reason recorded for metrics; the detailed one goes to the debug log only. */
+function tokenFailure (error: unknown): AuthFailureReason {
+  return error instanceof TokenRejectedError && error.reason === 'FAST_JWT_EXPIRED' ? 'expired' : 'invalid_token'
 }
 
 function challenge (options: ResolvedAuthOptions, error: 'invalid_token' | 'insufficient_scope' | undefined): string {
@@ -109,8 +115,9 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     return policies[request.method] ?? INVALID_POLICY
   }
 
-  function refuse (request: FastifyRequest, reply: FastifyReply, reason: string, challengeValue: string): void {
+  function refuse (request: FastifyRequest, reply: FastifyReply, failure: AuthFailureReason, reason: string, challengeValue: string): void {
     request.log.debug({ reason }, 'credential refused')
+    factsOf(request).authFailure = failure
     sendProblem(reply, 'GATEWAY_ERR_UNAUTHENTICATED', { headers: { 'www-authenticate': challengeValue } })
   }
 
@@ -118,6 +125,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     for (const scope of policy.scopes) {
       if (!consumer.scopes.includes(scope)) {
         request.log.debug({ consumer: consumer.id, scope }, 'scope missing')
+        factsOf(request).authFailure = 'insufficient_scope'
         sendProblem(reply, 'GATEWAY_ERR_FORBIDDEN', consumer.kind === 'jwt' ? { headers: { 'www-authenticate': challenges.scope } } : undefined)
         return
       }
@@ -138,15 +146,18 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
 
   function settle (request: FastifyRequest, reply: FastifyReply, policy: AuthPolicy, done: () => void, result: Consumer | null | Promise<Consumer | null>, kind: 'token' | 'key'): void {
     const onConsumer = (consumer: Consumer | null): void => {
-      if (consumer === null) refuse(request, reply, 'unknown API key', challenges.invalidKey)
+      if (consumer === null) refuse(request, reply, 'invalid_key', 'unknown API key', challenges.invalidKey)
       else admit(request, reply, policy, consumer, done)
     }
     const onError = (error: unknown): void => {
       if (error instanceof KeysUnavailableError || error instanceof KeyLookupUnavailableError) {
         request.log.debug({ kind }, 'credential could not be checked')
+        factsOf(request).authFailure = 'unavailable'
         sendProblem(reply, 'GATEWAY_ERR_AUTH_UNAVAILABLE')
       } else {
-        refuse(request, reply, error instanceof TokenRejectedError ? error.reason : (error as { code?: string }).code ?? 'invalid', kind === 'key' ? challenges.invalidKey : challenges.invalid)
+        const reason = error instanceof TokenRejectedError ? error.reason : (error as { code?: string }).code ?? 'invalid'
+        if (kind === 'key') refuse(request, reply, 'invalid_key', reason, challenges.invalidKey)
+        else refuse(request, reply, tokenFailure(error), reason, challenges.invalid)
       }
     }
     if (result instanceof Promise) result.then(onConsumer, onError)
@@ -193,13 +204,13 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       try {
         result = verifyToken(bearer)
       } catch (error) {
-        refuse(request, reply, error instanceof TokenRejectedError ? error.reason : 'invalid', challenges.invalid)
+        refuse(request, reply, tokenFailure(error), error instanceof TokenRejectedError ? error.reason : 'invalid', challenges.invalid)
         return
       }
       settle(request, reply, policy, done, result, 'token')
     } else if (key !== undefined && verifyApiKey !== undefined) {
       if (typeof key !== 'string') {
-        refuse(request, reply, 'several API keys', challenges.invalidKey)
+        refuse(request, reply, 'invalid_key', 'several API keys', challenges.invalidKey)
         return
       }
       settle(request, reply, policy, done, verifyApiKey(key), 'key')
@@ -207,7 +218,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       // Anonymous means no credential at all: a malformed Authorization is still a failed one.
       admit(request, reply, policy, ANONYMOUS, done)
     } else {
-      refuse(request, reply, 'no credential', challenges.missing)
+      refuse(request, reply, 'missing', 'no credential', challenges.missing)
     }
   })
 }

@@ -34,7 +34,11 @@ export interface BreakerOptions {
 /** A service's breaker, for the proxy and for the team's own calls to the service. */
 export interface ServiceBreaker {
   readonly name: string
+  /** The target's index in the service's `upstream` list, for a per-target breaker. */
+  readonly target: number | undefined
   readonly state: 'closed' | 'open' | 'half-open'
+  /** State changes since start, by the state entered (read by the metrics plugin). */
+  readonly transitions: Readonly<Record<'open' | 'half-open' | 'closed', number>>
   /** Run `action` through the breaker; rejects with {@link BreakerOpenError} when open. A rejection of `action` counts as a failure. */
   run: <T>(action: () => Promise<T>) => Promise<T>
   /** Whole seconds until the next probe (at least 1 while open). */
@@ -63,6 +67,8 @@ declare module 'fastify' {
     gateway: {
       /** The service's breaker; with `target` (an index in its `upstream` list), that target's own breaker. */
       breaker: (name: string, target?: number) => ServiceBreaker | undefined
+      /** Every breaker, per-target ones included. */
+      breakers: () => readonly ServiceBreaker[]
     }
   }
 }
@@ -107,17 +113,27 @@ const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker
       errorFilter: (error: unknown): boolean => error instanceof NotCountedError && !circuit.halfOpen
     })
     let openedAt = 0
+    const transitions = { open: 0, 'half-open': 0, closed: 0 }
     // A target is named by its position in the service's `upstream` list: logs carry no upstream address.
     const where = target === undefined ? { service: name } : { service: name, target }
     circuit.on('open', () => {
       openedAt = Date.now()
+      transitions.open++
       fastify.log.warn(where, 'circuit breaker open: failing fast')
     })
-    circuit.on('halfOpen', () => { fastify.log.info(where, 'circuit breaker half-open: one probe') })
-    circuit.on('close', () => { fastify.log.info(where, 'circuit breaker closed') })
+    circuit.on('halfOpen', () => {
+      transitions['half-open']++
+      fastify.log.info(where, 'circuit breaker half-open: one probe')
+    })
+    circuit.on('close', () => {
+      transitions.closed++
+      fastify.log.info(where, 'circuit breaker closed')
+    })
     circuits.push(circuit)
     return Object.freeze({
       name,
+      target,
+      transitions,
       get state () { return circuit.opened ? 'open' : circuit.halfOpen ? 'half-open' : 'closed' },
       async run<T> (action: () => Promise<T>): Promise<T> {
         try {
@@ -156,7 +172,7 @@ const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker
     return found
   }
 
-  fastify.decorate('gateway', Object.freeze({ breaker: breakerOf }))
+  fastify.decorate('gateway', Object.freeze({ breaker: breakerOf, breakers: () => [...breakers.values()] }))
   fastify.addHook('onClose', async () => { for (const circuit of circuits) circuit.shutdown() })
 }
 

@@ -17,7 +17,8 @@ import { headerName, optionalObject, rejectUnknownKeys } from '../internal/optio
 import { resolveServices, type ResolvedService } from '../internal/service-options.js'
 import { createBalancer, type Balancer, type BalancedTarget } from '../internal/balancer.js'
 import { createRetryPolicy } from '../internal/retry-policy.js'
-import { classifyUpstreamError, rootErrorCode, serializeUpstreamError } from '../internal/upstream-errors.js'
+import { endUpstreamCall, startUpstreamCall } from '../internal/request-facts.js'
+import { classifyUpstreamError, rootErrorCode, serializeUpstreamError, upstreamFailureKind } from '../internal/upstream-errors.js'
 import { BreakerOpenError, NotCountedError } from './breaker.js'
 import type { GatewayServiceOptions } from '../types.js'
 
@@ -115,7 +116,10 @@ function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }, an
   const root = rootErrorCode(error)
   const notCounted = code === 'GATEWAY_ERR_BODY_TOO_LARGE' || root === 'UND_ERR_NOT_SUPPORTED' || root === 'UND_ERR_INVALID_ARG'
   settle(reply.request, notCounted ? new NotCountedError(code) : error)
-  if (!notCounted) picked.get(reply.request)?.report(false)
+  if (!notCounted) {
+    picked.get(reply.request)?.report(false)
+    endUpstreamCall(reply.request, { failure: upstreamFailureKind(error) })
+  }
   // reply-from already logged the failure (through serializeUpstreamError, so without addresses).
   if (reply.sent) return
   if (answer !== undefined) answer(reply)
@@ -223,6 +227,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       }
       copyUpstreamHeaders(res.headers, reply, prefix, bases, ownedResponseHeaders, corsOwned)
       const request = reply.request
+      endUpstreamCall(request, { status: reply.statusCode })
       if (balanced) picked.get(request)?.report(reply.statusCode < 500)
       if (outcomes.has(request)) {
         // The outcome is known once the body is through: a reset or stall mid-body is a failure too.
@@ -270,14 +275,19 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     if (target.includes('/..')) return sendProblem(reply, 'GATEWAY_ERR_BAD_REQUEST')
     retry?.onRequest()
     if (maxConcurrent !== Number.POSITIVE_INFINITY) {
-      if (inFlight >= maxConcurrent) return sendProblem(reply, 'GATEWAY_ERR_SERVICE_BUSY', { headers: { 'retry-after': 1 } })
+      if (inFlight >= maxConcurrent) {
+        endUpstreamCall(request, { failure: 'busy' })
+        return sendProblem(reply, 'GATEWAY_ERR_SERVICE_BUSY', { headers: { 'retry-after': 1 } })
+      }
       inFlight++
       reply.raw.once('close', release)
     }
+    startUpstreamCall(request)
     if (circuit === undefined) return reply.from(target, fromOptions)
     circuit.run(async () => await forward(request, reply, target)).catch((error: unknown) => {
       // Other failures were answered by reply-from's hooks; only a refusal by the breaker is ours.
       if (error instanceof BreakerOpenError && !reply.sent) {
+        endUpstreamCall(request, { failure: 'circuit_open' })
         sendFallback(reply, () => { sendProblem(reply, 'GATEWAY_ERR_CIRCUIT_OPEN', { headers: { 'retry-after': circuit.retryAfterSeconds() } }) })
       }
     })

@@ -14,6 +14,7 @@ import fp from 'fastify-plugin'
 import { sendProblem } from '../errors.js'
 import { MemoryStore } from '../internal/memory-store.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
+import { factsOf } from '../internal/request-facts.js'
 import type { GatewayRoutePolicy, RateLimitOptions } from '../types.js'
 
 type Check = ReturnType<FastifyInstance['createRateLimit']>
@@ -179,6 +180,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       return counted as Counted[]
     } catch (error) {
       if (error instanceof LimitEvaluationError) throw error
+      factsOf(request).storeError = true
       if (storeDownUntil === 0) fastify.log.warn({ code: (error as { code?: string }).code, onStoreError }, 'rate-limit store unavailable: applying the failure policy')
       storeDownUntil = Date.now() + storeRetryIntervalMs
       return undefined
@@ -213,6 +215,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     const policies: string[] = []
     const states: string[] = []
     let retryAfter = 0
+    let refusedBy: string | undefined
     let tightest: Counted | undefined
     for (const [limit, result] of evaluated) {
       if (limit.dryRun) {
@@ -221,7 +224,10 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       }
       policies.push(`"${limit.name}";q=${result.max};w=${Math.ceil(limit.windowMs / 1000)}`)
       states.push(`"${limit.name}";r=${result.remaining};t=${result.ttlInSeconds}`)
-      if (result.isExceeded) retryAfter = Math.max(retryAfter, result.ttlInSeconds, 1)
+      if (result.isExceeded) {
+        retryAfter = Math.max(retryAfter, result.ttlInSeconds, 1)
+        refusedBy ??= limit.name
+      }
       if (tightest === undefined || result.remaining < tightest.remaining) tightest = result
     }
     if (policies.length > 0) reply.header('ratelimit-policy', policies.join(', ')).header('ratelimit', states.join(', '))
@@ -230,6 +236,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     }
     if (retryAfter === 0) return false
     request.log.debug({ consumer: request.consumer?.id }, 'rate limited')
+    factsOf(request).rateLimited = refusedBy
     sendProblem(reply, 'GATEWAY_ERR_RATE_LIMITED', { headers: { 'retry-after': retryAfter } })
     return true
   }

@@ -1,0 +1,290 @@
+/**
+ * metrics: Prometheus metrics for the gateway. fastify-metrics times every request into
+ * `http_request_duration_seconds{method,route,status_code}`; this plugin adds the gateway's own
+ * counters, read from the facts the policy plugins record (lib/internal/request-facts.ts) in one
+ * `onResponse` hook, and breaker state read at scrape time. Labels are bounded: the route pattern
+ * (or `unmatched`), never a raw URL, a consumer id or a credential.
+ */
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { BlockList, isIP } from 'node:net'
+import type { FastifyInstance, FastifyPluginAsync, FastifyPluginCallback, FastifyReply, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import fastifyMetricsModule, { type IMetricsPluginOptions } from 'fastify-metrics'
+import promClient, { Counter, Gauge, Histogram, Registry } from '@prometheus-io/client'
+import { InvalidOptionError, sendProblem } from '../errors.js'
+import { isPlainObject, optionalObject, rejectUnknownKeys } from '../internal/options.js'
+import { recordedFacts } from '../internal/request-facts.js'
+import type { GatewayRoutePolicy } from '../types.js'
+
+/** Who may read the metrics. */
+export type MetricsExposure =
+  | 'authenticated'
+  | 'public'
+  | { allow: readonly string[] }
+  | { port: number, host?: string }
+  | false
+
+/** Options of the {@link metrics} plugin. */
+export interface MetricsOptions {
+  /** Registry the metrics are registered in. Default: a new registry for this app. */
+  registry?: Registry
+  /** Path of the scrape endpoint. Default `/metrics`. */
+  path?: string
+  /**
+   * Where the scrape endpoint is served. `'authenticated'` (default): on the app, and like every
+   * route it needs a credential. `'public'`: on the app without a credential. `{ allow }`: on the
+   * app without a credential, only for these client addresses or CIDR ranges (`request.ip`, as
+   * `trustProxy` sees it). `{ port, host }`: on a separate listener (host default `127.0.0.1`),
+   * never on the app's port — the recommended setup. `false`: not served.
+   */
+  expose?: MetricsExposure
+  /** Node.js process metrics (CPU, memory, event loop, GC). Default true. */
+  processMetrics?: boolean
+  /** Buckets of the duration histograms, in seconds. */
+  buckets?: readonly number[]
+}
+
+/** What the metrics plugin exposes to the app. */
+export interface GatewayMetrics {
+  readonly registry: Registry
+  /** Address of the separate metrics listener once the app is ready; null without one. */
+  address: () => AddressInfo | null
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** fastify-gateway's metrics (present when the metrics plugin is registered). */
+    gatewayMetrics: GatewayMetrics
+  }
+}
+
+const DEFAULT_BUCKETS = Object.freeze([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30])
+const STATUS_CLASS = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx']
+// fastify-metrics decorates the instance under the name it is given: a symbol claims no name.
+const kHttpMetrics = Symbol('fastify-gateway.http-metrics')
+// fastify-metrics ships only `exports.default` (TOOLCHAIN.md): normalise once for ESM and CJS.
+const fastifyMetrics = ('default' in fastifyMetricsModule ? fastifyMetricsModule.default : fastifyMetricsModule) as FastifyPluginCallback<Partial<IMetricsPluginOptions>>
+
+function statusClass (status: number): string {
+  return STATUS_CLASS[Math.floor(status / 100)] ?? '0xx'
+}
+
+function resolveExposure (value: unknown): 'authenticated' | 'public' | false | { allow: BlockList } | { port: number, host: string } {
+  if (value === undefined) return 'authenticated'
+  if (value === 'authenticated' || value === 'public' || value === false) return value
+  if (!isPlainObject(value)) throw new InvalidOptionError('metrics.expose', "expected 'authenticated', 'public', { allow }, { port, host } or false")
+  if (value.allow !== undefined) {
+    rejectUnknownKeys(value, ['allow'], 'metrics.expose')
+    if (!Array.isArray(value.allow) || value.allow.length === 0) throw new InvalidOptionError('metrics.expose.allow', 'expected a non-empty array of addresses or CIDR ranges')
+    const list = new BlockList()
+    value.allow.forEach((entry: unknown, i) => {
+      const [address, bits, extra] = typeof entry === 'string' ? entry.split('/') : []
+      const family = isIP(address ?? '')
+      const prefix = bits === undefined ? (family === 6 ? 128 : 32) : Number(bits)
+      if (family === 0 || extra !== undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 6 ? 128 : 32)) {
+        throw new InvalidOptionError(`metrics.expose.allow[${i}]`, 'expected an IP address or CIDR range')
+      }
+      list.addSubnet(address as string, prefix, family === 6 ? 'ipv6' : 'ipv4')
+    })
+    return { allow: list }
+  }
+  rejectUnknownKeys(value, ['port', 'host'], 'metrics.expose')
+  if (!Number.isInteger(value.port) || (value.port as number) < 0 || (value.port as number) > 65535) throw new InvalidOptionError('metrics.expose.port', 'expected a port number')
+  if (value.host !== undefined && (typeof value.host !== 'string' || value.host === '')) throw new InvalidOptionError('metrics.expose.host', 'expected a host name or address')
+  return { port: value.port as number, host: (value.host as string | undefined) ?? '127.0.0.1' }
+}
+
+function normalizeMetricsOptions (input: unknown) {
+  const options = optionalObject(input, 'metrics')
+  rejectUnknownKeys(options, ['registry', 'path', 'expose', 'processMetrics', 'buckets'], 'metrics')
+  if (options.registry !== undefined && !(typeof options.registry === 'object' && options.registry !== null && typeof (options.registry as Registry).metrics === 'function')) {
+    throw new InvalidOptionError('metrics.registry', 'expected a prometheus Registry')
+  }
+  const path = options.path ?? '/metrics'
+  if (typeof path !== 'string' || !/^\/[A-Za-z0-9/_.-]*$/.test(path)) throw new InvalidOptionError('metrics.path', 'expected a path such as /metrics')
+  if (options.processMetrics !== undefined && typeof options.processMetrics !== 'boolean') throw new InvalidOptionError('metrics.processMetrics', 'expected a boolean')
+  const buckets = options.buckets ?? DEFAULT_BUCKETS
+  if (!Array.isArray(buckets) || buckets.length === 0 || !buckets.every((b, i) => typeof b === 'number' && b > 0 && (i === 0 || b > buckets[i - 1]))) {
+    throw new InvalidOptionError('metrics.buckets', 'expected increasing positive numbers (seconds)')
+  }
+  return Object.freeze({
+    registry: (options.registry as Registry | undefined) ?? new Registry(),
+    path,
+    expose: resolveExposure(options.expose),
+    processMetrics: options.processMetrics !== false,
+    buckets: [...buckets] as number[]
+  })
+}
+
+/** The gateway's own series, registered in `registry`. */
+function createGatewayMetrics (fastify: FastifyInstance, registry: Registry, buckets: number[]) {
+  const registers = [registry]
+  const breakers = (): ReturnType<FastifyInstance['gateway']['breakers']> => fastify.hasDecorator('gateway') ? fastify.gateway.breakers() : []
+  const seenTransitions = new Map<object, Record<string, number>>()
+  return {
+    requests: new Counter({ name: 'gateway_requests_total', help: 'Requests answered, by service, route pattern, method and status class', labelNames: ['service', 'route', 'method', 'status_class'], registers }),
+    upstreamDuration: new Histogram({ name: 'gateway_upstream_duration_seconds', help: 'From the upstream call to its response headers (or its failure)', labelNames: ['service', 'status_class'], buckets, registers }),
+    upstreamErrors: new Counter({ name: 'gateway_upstream_errors_total', help: 'Upstream calls that failed or were refused before the call (circuit_open, busy)', labelNames: ['service', 'kind'], registers }),
+    rateLimited: new Counter({ name: 'gateway_rate_limited_total', help: 'Requests refused with 429, by the limit that refused them', labelNames: ['limit'], registers }),
+    storeErrors: new Counter({ name: 'gateway_rate_limit_store_errors_total', help: 'Rate-limit store calls that failed or timed out (the failure policy applied)', registers }),
+    authFailures: new Counter({ name: 'gateway_auth_failures_total', help: 'Requests refused by auth (401, 403, 503), by reason', labelNames: ['reason'], registers }),
+    circuitState: new Gauge({
+      name: 'gateway_circuit_state',
+      help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open',
+      labelNames: ['service', 'target'],
+      registers,
+      collect () {
+        for (const breaker of breakers()) {
+          this.set({ service: breaker.name, target: breaker.target === undefined ? '' : String(breaker.target) }, breaker.state === 'open' ? 2 : breaker.state === 'half-open' ? 1 : 0)
+        }
+      }
+    }),
+    circuitTransitions: new Counter({
+      name: 'gateway_circuit_transitions_total',
+      help: 'Circuit breaker state changes, by the state entered',
+      labelNames: ['service', 'target', 'to'],
+      registers,
+      collect () {
+        // The breaker counts its own transitions; add what happened since the last scrape.
+        for (const breaker of breakers()) {
+          const seen = seenTransitions.get(breaker) ?? { open: 0, 'half-open': 0, closed: 0 }
+          for (const to of ['open', 'half-open', 'closed'] as const) {
+            const delta = breaker.transitions[to] - seen[to]
+            if (delta > 0) this.inc({ service: breaker.name, target: breaker.target === undefined ? '' : String(breaker.target), to }, delta)
+            seen[to] = breaker.transitions[to]
+          }
+          seenTransitions.set(breaker, seen)
+        }
+      }
+    })
+  }
+}
+
+/** A separate listener that serves only `path`: the metrics never share the app's port. */
+async function listenForScrapes (registry: Registry, path: string, port: number, host: string): Promise<Server> {
+  const server = createServer((request, response) => {
+    const url = request.url ?? ''
+    const target = url.includes('?') ? url.slice(0, url.indexOf('?')) : url
+    if ((request.method !== 'GET' && request.method !== 'HEAD') || target !== path) {
+      response.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\n')
+      return
+    }
+    registry.metrics().then((text) => {
+      response.writeHead(200, { 'content-type': registry.contentType }).end(request.method === 'HEAD' ? undefined : text)
+    }, () => {
+      response.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end('metrics unavailable\n')
+    })
+  })
+  // Bounded like the app: a slow scraper cannot hold a socket open.
+  server.requestTimeout = 10_000
+  server.headersTimeout = 10_000
+  server.keepAliveTimeout = 5_000
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen({ port, host }, () => { server.off('error', reject); resolve() })
+  })
+  return server
+}
+
+const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics (fastify, input) {
+  const { registry, path, expose, processMetrics, buckets } = normalizeMetricsOptions(input)
+  await fastify.register(fastifyMetrics, {
+    name: kHttpMetrics as never,
+    endpoint: null,
+    promClient,
+    defaultMetrics: { enabled: processMetrics, register: registry },
+    routeMetrics: {
+      enabled: { histogram: true, summary: false },
+      // Every request is timed; one that matched no route is labelled `unmatched`, never by its URL.
+      registeredRoutesOnly: false,
+      invalidRouteGroup: 'unmatched',
+      // The summary is off, but fastify-metrics creates it anyway: registered nowhere, it costs nothing.
+      overrides: { histogram: { buckets, registers: [registry] }, summary: { registers: [] } }
+    }
+  })
+  const series = createGatewayMetrics(fastify, registry, buckets)
+  // Children by label values: bounded (routes × methods × status classes), and no label hashing per request.
+  const requestCounters = new Map<string, { inc: () => void }>()
+
+  fastify.addHook('onResponse', function countResponse (request: FastifyRequest, reply: FastifyReply, done) {
+    const route = request.routeOptions.url ?? 'unmatched'
+    const service = (request.routeOptions.config as { gateway?: GatewayRoutePolicy }).gateway?.service ?? ''
+    const klass = statusClass(reply.statusCode)
+    const key = `${service}\n${route}\n${request.method}\n${klass}`
+    let counter = requestCounters.get(key)
+    if (counter === undefined) {
+      counter = series.requests.labels({ service, route, method: request.method, status_class: klass })
+      requestCounters.set(key, counter)
+    }
+    counter.inc()
+    const facts = recordedFacts(request)
+    if (facts !== undefined) {
+      if (facts.upstreamMs !== undefined) {
+        series.upstreamDuration.observe({ service, status_class: facts.upstreamStatus === undefined ? 'error' : statusClass(facts.upstreamStatus) }, facts.upstreamMs / 1000)
+      }
+      if (facts.upstreamFailure !== undefined) series.upstreamErrors.inc({ service, kind: facts.upstreamFailure })
+      if (facts.rateLimited !== undefined) series.rateLimited.inc({ limit: facts.rateLimited })
+      if (facts.storeError === true) series.storeErrors.inc()
+      if (facts.authFailure !== undefined) series.authFailures.inc({ reason: facts.authFailure })
+    }
+    done()
+  })
+
+  let listener: Server | undefined
+  if (expose === 'authenticated' || expose === 'public' || (typeof expose === 'object' && 'allow' in expose)) {
+    const allow = typeof expose === 'object' ? expose.allow : undefined
+    // 'authenticated' declares the auth it needs, so a gateway without auth refuses it at boot. The
+    // allowlisted scraper is trusted and exempt from limits; anyone else spends their own quota.
+    const gateway: GatewayRoutePolicy = expose === 'authenticated' ? { auth: 'required' } : allow === undefined ? { public: true } : { public: true, rateLimit: false }
+    fastify.get(path, { config: { gateway }, exposeHeadRoute: false }, async function scrape (request, reply) {
+      if (allow !== undefined && !isAllowed(allow, request.ip)) return sendProblem(reply, 'GATEWAY_ERR_FORBIDDEN')
+      return await reply.type(registry.contentType).send(await registry.metrics())
+    })
+    if (expose === 'authenticated') {
+      fastify.addHook('onReady', function requireAuth (done) {
+        done(fastify.hasPlugin('fastify-gateway.auth')
+          ? undefined
+          : new InvalidOptionError('metrics.expose', "'authenticated' needs the auth plugin; without auth use 'public', { allow } or { port }"))
+      })
+    }
+  } else if (expose !== false) {
+    fastify.addHook('onReady', async function openMetricsListener () {
+      listener = await listenForScrapes(registry, path, expose.port, expose.host)
+    })
+  }
+  fastify.addHook('onClose', async function closeMetricsListener () {
+    if (listener === undefined) return
+    listener.closeAllConnections()
+    await new Promise((resolve) => listener?.close(resolve))
+  })
+
+  fastify.decorate('gatewayMetrics', Object.freeze({
+    registry,
+    address: () => (listener?.address() as AddressInfo | null | undefined) ?? null
+  }))
+}
+
+function isAllowed (allow: BlockList, ip: string): boolean {
+  const address: string = ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip
+  const family = isIP(address)
+  return family !== 0 && allow.check(address, family === 6 ? 'ipv6' : 'ipv4')
+}
+
+/**
+ * Prometheus metrics: request durations by route pattern, the gateway's counters (requests, upstream
+ * latency and errors, 429s, store errors, auth failures, breaker state) and process metrics.
+ *
+ * @example
+ * ```ts
+ * await app.register(gateway, {
+ *   auth: { jwt: { issuer: 'https://id.example.com/', audience: 'orders-api' } },
+ *   metrics: { expose: { port: 9464 } }, // scraped on 127.0.0.1:9464/metrics, not on the public port
+ *   services
+ * })
+ * ```
+ */
+export const metrics = fp(metricsPlugin, {
+  fastify: '5.x',
+  name: 'fastify-gateway.metrics'
+})
