@@ -18,6 +18,7 @@ import { resolveServices, type ResolvedService } from '../internal/service-optio
 import { createBalancer, type Balancer, type BalancedTarget } from '../internal/balancer.js'
 import { createRetryPolicy } from '../internal/retry-policy.js'
 import { endUpstreamCall, startUpstreamCall } from '../internal/request-facts.js'
+import { traceContextInjectedUpstream } from '../internal/trace-context.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError, upstreamFailureKind } from '../internal/upstream-errors.js'
 import { BreakerOpenError, NotCountedError } from './breaker.js'
 import type { GatewayServiceOptions } from '../types.js'
@@ -211,6 +212,10 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       const headers = upstreamHeaders as IncomingHttpHeaders
       // reply-from has already removed `Connection` and the headers it names, and set `host`.
       for (let i = 0; i < REMOVED_UPSTREAM_REQUEST_HEADERS.length; i++) delete headers[REMOVED_UPSTREAM_REQUEST_HEADERS[i]]
+      if (traceContextInjectedUpstream()) {
+        delete headers.traceparent
+        delete headers.tracestate
+      }
       headers['x-forwarded-for'] = request.ip
       headers['x-forwarded-proto'] = request.protocol
       headers['x-forwarded-host'] = request.host
