@@ -10,6 +10,9 @@ export { cors, type CorsOptions } from './plugins/cors.js'
 export { auth } from './plugins/auth.js'
 export { rateLimit } from './plugins/rate-limit.js'
 export { breaker, BreakerOpenError, type BreakerOptions, type BreakerPolicy, type ServiceBreaker } from './plugins/breaker.js'
+export { metrics, type MetricsOptions, type MetricsExposure, type GatewayMetrics } from './plugins/metrics.js'
+export { accessLog, type AccessLogOptions } from './plugins/access-log.js'
+export { closeGracefully, type CloseGracefullyOptions, type CloseGracefullyResult } from './shutdown.js'
 export {
   GATEWAY_ERRORS, sendProblem, problemBody, InvalidOptionError, PROBLEM_CONTENT_TYPE,
   type GatewayErrorCode, type GatewayProblem

@@ -35,7 +35,7 @@ export interface GatewayServerOptions {
 }
 
 /** What {@link gatewayServerOptions} returns: spread it into `Fastify({ … })`. */
-export interface GatewayFastifyOptions extends Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler' | 'connectionTimeout' | 'disableRequestLogging'> {
+export interface GatewayFastifyOptions extends Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler' | 'connectionTimeout' | 'disableRequestLogging' | 'return503OnClosing'> {
   http: ServerOptions
   logger?: FastifyLoggerOptions & Record<string, unknown>
   /** Fastify ≥ 5.8 (older versions get `disableRequestLogging`, which also silences error lines). */
@@ -120,6 +120,9 @@ export function gatewayServerOptions (input?: GatewayServerOptions): GatewayFast
     connectionTimeout: options.idleTimeout === undefined ? 60_000 : toMilliseconds(options.idleTimeout, 'serverOptions.idleTimeout'),
     // The gateway's access log writes one line per request instead of Fastify's two, without the URL.
     ...requestLogging(),
+    // During close() the request guard answers new requests with a problem document (503 with
+    // Retry-After), instead of Fastify's own JSON body.
+    return503OnClosing: false,
     ...(logger === undefined ? {} : { logger })
   }
 }

@@ -10,10 +10,15 @@
 import { createHash } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
+// In your own project: import { closeGracefully } from 'fastify-gateway'
+import { closeGracefully } from '../../lib/index.js'
 import { buildGateway, type GatewayConfig } from './gateway.js'
 import { startDemoUpstreams, type DemoUpstreams } from './demo-upstreams.js'
 
+// In-flight requests get this long after SIGTERM; keep it below the orchestrator's grace period
+// (Kubernetes terminationGracePeriodSeconds, 30 s by default).
 const SHUTDOWN_DEADLINE_MS = 10_000
+const SHUTDOWN_HOOKS_MS = 5_000
 
 function portFromEnv (value: string | undefined): number {
   const port = Number(value ?? 3000)
@@ -47,13 +52,17 @@ function shutDownOnSignals (app: FastifyInstance, demo: DemoUpstreams | undefine
     }
     closing = true
     app.log.info({ signal }, 'shutting down')
-    // A client that never finishes its request must not keep the process alive past the deadline.
+    // closeGracefully stops accepting, lets in-flight requests finish, cuts them off at the deadline,
+    // then runs the onClose hooks (breakers, upstream pools). This backstop covers a hook that hangs.
     setTimeout(() => {
-      app.log.error('shutdown deadline passed, exiting')
+      app.log.error('shutdown did not complete, exiting')
       process.exit(1)
-    }, SHUTDOWN_DEADLINE_MS).unref()
-    app.close()
-      .then(async () => { await demo?.close() })
+    }, SHUTDOWN_DEADLINE_MS + SHUTDOWN_HOOKS_MS).unref()
+    closeGracefully(app, { deadline: SHUTDOWN_DEADLINE_MS })
+      .then(async ({ forced }) => {
+        if (forced) app.log.warn('shutdown deadline passed: requests still in flight were cut off')
+        await demo?.close()
+      })
       .then(() => process.exit(0), (err: unknown) => {
         app.log.error({ err }, 'shutdown failed')
         process.exit(1)

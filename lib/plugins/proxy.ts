@@ -98,17 +98,33 @@ class UpstreamStatusError extends Error {
   readonly code = 'GATEWAY_UPSTREAM_STATUS'
 }
 
-// The outcome of a proxied call, reported to the service's breaker (only for calls that run in one).
-const outcomes = new WeakMap<object, (failure: Error | undefined) => void>()
+/**
+ * A proxied call that runs in a breaker, until its outcome is reported. `verdict` is what the
+ * upstream's status says (null: success), known in onResponse and reported once the body is through.
+ */
+interface PendingOutcome {
+  report: (failure: Error | undefined) => void
+  verdict: Error | null | undefined
+}
+const outcomes = new WeakMap<object, PendingOutcome>()
+// A client that went away, or a response that ended without our hooks: not the upstream's fault.
+const RESPONSE_CLOSED = 'GATEWAY_RESPONSE_CLOSED'
 
 // The target a request was sent to, when its service has several: its outcome feeds passive health.
 const picked = new WeakMap<object, BalancedTarget<unknown>>()
 
 function settle (request: object, failure: Error | undefined): void {
-  const report = outcomes.get(request)
-  if (report === undefined) return
+  const pending = outcomes.get(request)
+  if (pending === undefined) return
   outcomes.delete(request)
-  report(failure)
+  pending.report(failure)
+}
+
+/** The response is closed: the status decides if the whole upstream body was written out, else it is not counted. */
+function settleOnClose (request: FastifyRequest, reply: FastifyReply): void {
+  const pending = outcomes.get(request)
+  if (pending === undefined) return
+  settle(request, pending.verdict !== undefined && reply.raw.writableEnded ? (pending.verdict ?? undefined) : new NotCountedError(RESPONSE_CLOSED))
 }
 
 function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }, answer?: (reply: AnyReply) => void): void {
@@ -234,12 +250,12 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       const request = reply.request
       endUpstreamCall(request, { status: reply.statusCode })
       if (balanced) picked.get(request)?.report(reply.statusCode < 500)
-      if (outcomes.has(request)) {
-        // The outcome is known once the body is through: a reset or stall mid-body is a failure too.
+      const pending = outcomes.get(request)
+      if (pending !== undefined) {
+        // The outcome is known once the body is through (settleOnClose): a reset or stall mid-body is a failure too.
         const status = reply.statusCode
         res.stream.once('error', (error: Error) => { settle(request, error) })
-        const failed = serviceCircuit?.countsAsFailure(status) ?? status >= 500
-        reply.raw.once('finish', () => { settle(request, failed ? new UpstreamStatusError(`upstream answered ${status}`) : undefined) })
+        pending.verdict = (serviceCircuit?.countsAsFailure(status) ?? status >= 500) ? new UpstreamStatusError(`upstream answered ${status}`) : null
       }
       reply.send(res.stream)
     },
@@ -302,9 +318,8 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   /** One proxied call as a promise the breaker can count: settled by reply-from's hooks, or when the response closes. */
   async function forward (request: FastifyRequest, reply: FastifyReply, target: string): Promise<void> {
     await new Promise<void>((resolve, reject) => {
-      outcomes.set(request, (failure) => { if (failure === undefined) resolve(); else reject(failure) })
-      // A client that goes away, or a response that ends without our hooks, is not the upstream's fault.
-      reply.raw.once('close', () => { settle(request, new NotCountedError('GATEWAY_RESPONSE_CLOSED')) })
+      outcomes.set(request, { report: (failure) => { if (failure === undefined) resolve(); else reject(failure) }, verdict: undefined })
+      reply.raw.once('close', () => { settleOnClose(request, reply) })
       try {
         reply.from(target, fromOptions)
       } catch (error) {
@@ -322,7 +337,9 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     const checks = service.healthCheck === undefined ? undefined : startHealthChecks(balancer, agent, service.healthCheck)
     instance.addHook('onClose', async () => {
       if (checks !== undefined) clearInterval(checks)
-      await agent.close()
+      // onClose runs once every client connection has ended (drained, or cut at closeGracefully's
+      // deadline): an upstream call still running has nobody to answer, and close() would wait for it.
+      await agent.destroy()
     })
     const route = {
       method: [...service.methods],

@@ -58,6 +58,14 @@ const requestGuardPlugin: FastifyPluginAsync<RequestGuardOptions> = async functi
 
   fastify.addHook('onRequest', function guardRequest (request, reply, done) {
     const raw = request.raw
+    // Once close() has begun, Fastify marks every HTTP/1 response `Connection: close` before any
+    // hook: a request that still arrives on an open connection is refused with a problem
+    // (gatewayServerOptions() turns Fastify's own JSON 503 off so that this hook answers). A
+    // preClose hook would delay the listener's close by a tick and let new connections in.
+    if (reply.raw.getHeader('connection') === 'close') {
+      sendProblem(reply, 'GATEWAY_ERR_SHUTTING_DOWN', { headers: { 'retry-after': 1, connection: 'close' } })
+      return
+    }
     if (REFUSED_METHODS.has(raw.method ?? '')) {
       request.log.debug('refused method')
       sendProblem(reply, 'GATEWAY_ERR_METHOD_NOT_ALLOWED', { headers: { allow: ALLOWED_METHODS } })

@@ -1,5 +1,6 @@
 // Upstream faults: every one becomes a bounded, documented answer and the gateway stays up.
 import t, { type Test } from 'tap'
+import { connect } from 'node:net'
 import { freePort } from '../../lib/testing/ports.js'
 import { createTestUpstream } from '../../lib/testing/index.js'
 import { buildTestGateway, listen } from '../helpers/gateway.js'
@@ -127,4 +128,41 @@ t.test('logs name failures by code only: no upstream address, message or stack',
   t.notMatch(text, `127.0.0.1:${upstream.port}`)
   t.notMatch(text, `127.0.0.1:${downPort}`)
   t.notMatch(text, /"stack"|\.(?:js|ts):\d+/)
+})
+
+t.test('once close() has begun, a new request gets a problem 503 GATEWAY_ERR_SHUTTING_DOWN, never the upstream', async (t) => {
+  const slow = await createTestUpstream()
+  slow.respond(() => ({ status: 200, body: { slow: true }, delay: 300 }))
+  const { app } = await buildTestGateway({ services: { slow: { upstream: slow.url, prefix: '/slow' } } })
+  t.teardown(async () => { await slow.close() })
+  const port = await listen(app)
+  // One keep-alive connection, busy when close() begins: Fastify leaves it open after its response,
+  // so the next request on it deterministically arrives while the gateway is closing.
+  const socket = connect(port, '127.0.0.1')
+  t.teardown(() => { socket.destroy() })
+  let received = ''
+  socket.setEncoding('latin1').on('data', (chunk: string) => { received += chunk })
+  // The upstream's answer is streamed (chunked); the problem document has a Content-Length.
+  const responses = async (count: number, ending: string): Promise<void> => {
+    const deadline = Date.now() + 5_000
+    while ((received.match(/HTTP\/1\.1 /g) ?? []).length < count || !received.endsWith(ending)) {
+      if (Date.now() > deadline) throw new Error(`no response ${count} in 5 s: ${received}`)
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  }
+  socket.write('GET /slow/1 HTTP/1.1\r\nhost: gw\r\n\r\n')
+  await slow.waitForRequests(1)
+  const closing = app.close()
+  await responses(1, '\r\n0\r\n\r\n')
+  t.match(received, /^HTTP\/1\.1 200 /, 'the request in flight completes with 200')
+  socket.write('GET /slow/2 HTTP/1.1\r\nhost: gw\r\n\r\n')
+  await responses(2, '}')
+  const second = received.slice(received.lastIndexOf('HTTP/1.1 '))
+  t.match(second, /^HTTP\/1\.1 503 /)
+  t.match(second, /\r\nretry-after: 1\r\n/i)
+  t.match(second, /\r\ncontent-type: application\/problem\+json/i)
+  t.equal(JSON.parse(second.slice(second.indexOf('\r\n\r\n') + 4)).code, 'GATEWAY_ERR_SHUTTING_DOWN')
+  socket.destroy()
+  await closing
+  t.equal(slow.requests.length, 1, 'the refused request never reached the upstream')
 })

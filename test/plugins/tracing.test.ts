@@ -6,7 +6,7 @@ import { SpanKind } from '@opentelemetry/api'
 import { InMemorySpanExporter, NodeTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-node'
 import { registerInstrumentations } from '@opentelemetry/instrumentation'
 import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici'
-import FastifyOtelInstrumentation from '@fastify/otel'
+import { FastifyOtelInstrumentation } from '@fastify/otel'
 import { gateway } from '../../lib/index.js'
 import { createTestUpstream } from '../../lib/testing/index.js'
 import { hs256, SECRET } from '../helpers/tokens.js'
@@ -40,7 +40,7 @@ t.test('a valid traceparent: the upstream gets the same trace; auth, limit and t
     headers: { authorization: `Bearer ${hs256()}`, traceparent: `00-${TRACE_ID}-00f067aa0ba902b7-01` }
   })
   t.equal(response.statusCode, 200)
-  const received = upstream.requests.at(-1)?.headers.traceparent
+  const received = upstream.requests.at(-1)?.headers.traceparent as string | undefined
   t.match(received, new RegExp(`^00-${TRACE_ID}-[0-9a-f]{16}-01$`), 'same trace id at the upstream')
   t.not(received, `00-${TRACE_ID}-00f067aa0ba902b7-01`, 'its parent is the gateway\'s client span, not the client\'s')
 
