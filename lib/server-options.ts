@@ -35,7 +35,7 @@ export interface GatewayServerOptions {
 }
 
 /** What {@link gatewayServerOptions} returns: spread it into `Fastify({ … })`. */
-export interface GatewayFastifyOptions extends Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler' | 'connectionTimeout' | 'disableRequestLogging' | 'return503OnClosing'> {
+export interface GatewayFastifyOptions extends Pick<FastifyServerOptions, 'genReqId' | 'frameworkErrors' | 'requestTimeout' | 'clientErrorHandler' | 'connectionTimeout' | 'keepAliveTimeout' | 'disableRequestLogging' | 'return503OnClosing'> {
   http: ServerOptions
   logger?: FastifyLoggerOptions & Record<string, unknown>
   /** Fastify ≥ 5.8 (older versions get `disableRequestLogging`, which also silences error lines). */
@@ -104,6 +104,7 @@ export function gatewayServerOptions (input?: GatewayServerOptions): GatewayFast
   rejectUnknownKeys(redact, ['headers', 'query'], 'serverOptions.redact')
   const logger = redactingLogger(options.logger, stringList(redact.headers, 'serverOptions.redact.headers'), stringList(redact.query, 'serverOptions.redact.query'))
   const requestTimeout = options.requestTimeout === undefined ? 60_000 : toMilliseconds(options.requestTimeout, 'serverOptions.requestTimeout')
+  const idleTimeout = options.idleTimeout === undefined ? 60_000 : toMilliseconds(options.idleTimeout, 'serverOptions.idleTimeout')
   return {
     // Node keeps headersTimeout (60 s) ≤ requestTimeout by swapping them; set both so that a shorter
     // requestTimeout really shortens the whole-request limit. Node enforces both only every
@@ -117,7 +118,10 @@ export function gatewayServerOptions (input?: GatewayServerOptions): GatewayFast
     frameworkErrors: answerFrameworkError as FastifyServerOptions['frameworkErrors'],
     clientErrorHandler: answerClientError,
     requestTimeout,
-    connectionTimeout: options.idleTimeout === undefined ? 60_000 : toMilliseconds(options.idleTimeout, 'serverOptions.idleTimeout'),
+    connectionTimeout: idleTimeout,
+    // Node times an idle keep-alive connection out with keepAliveTimeout (Fastify's 72 s), not the
+    // socket timeout: the same bound applies between requests.
+    keepAliveTimeout: idleTimeout,
     // The gateway's access log writes one line per request instead of Fastify's two, without the URL.
     ...requestLogging(),
     // During close() the request guard answers new requests with a problem document (503 with

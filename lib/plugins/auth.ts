@@ -67,6 +67,8 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
   const verifyApiKey = options.apiKeys === undefined ? undefined : createApiKeyVerifier(options.apiKeys)
   const { id: idHeader, scopes: scopesHeader, claims: claimHeaders } = options.identityHeaders
   const apiKeyHeader = options.apiKeys?.header
+  // Every spelling of the key header (`x_api_key` is the same header to CGI-style upstreams).
+  const apiKeyHeaders = apiKeyHeader === undefined ? [] : separatorSpellings(apiKeyHeader) ?? [apiKeyHeader]
   const apiKeyQuery = options.apiKeys?.query
   const challenges = {
     missing: challenge(options, undefined),
@@ -176,7 +178,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       // Unverified, so never forwarded: an upstream must not mistake it for a checked credential.
       if (!options.forwardCredentials) {
         delete headers.authorization
-        if (apiKeyHeader !== undefined) delete headers[apiKeyHeader]
+        for (let i = 0; i < apiKeyHeaders.length; i++) delete headers[apiKeyHeaders[i]]
         if (apiKeyQuery !== undefined) takeQueryParameter(request, apiKeyQuery)
       }
       done()
@@ -196,7 +198,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     if (!options.forwardCredentials) {
       // Any Authorization (Bearer or not) is the client's credential: the upstream never sees it.
       delete headers.authorization
-      if (apiKeyHeader !== undefined) delete headers[apiKeyHeader]
+      for (let i = 0; i < apiKeyHeaders.length; i++) delete headers[apiKeyHeaders[i]]
     }
 
     if (bearer !== undefined && verifyToken !== undefined) {

@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream'
 import type { FastifyError, FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import replyFrom, { type FastifyReplyFromHooks } from '@fastify/reply-from'
 import fp from 'fastify-plugin'
-import { Agent } from 'undici'
+import { Agent, errors as undiciErrors } from 'undici'
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { streamBodyWithin } from '../internal/body-limit.js'
 import { CONSUMED_BY_GATEWAY, connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
@@ -150,6 +150,13 @@ function neverRetry (): null {
 }
 
 function answerRouteError (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
+  if (isUpstreamResponseError(error)) {
+    // The upstream's headers were fine, its body failed before the first byte reached the client.
+    request.log.debug({ code: rootErrorCode(error) }, 'upstream response failed')
+    endUpstreamCall(request, { failure: upstreamFailureKind(error) })
+    sendProblem(reply, classifyUpstreamError(error))
+    return
+  }
   // Errors of the host's own hooks (a preHandler answering 403 or 429) go to the host's handler.
   if (!isProxyError(error)) throw error
   const code = error.code === 'GATEWAY_ERR_BODY_TOO_LARGE'
@@ -158,6 +165,12 @@ function answerRouteError (error: FastifyError, request: FastifyRequest, reply: 
   if (code === 'GATEWAY_ERR_INTERNAL') request.log.error({ err: error }, 'proxy route failed')
   else request.log.debug({ code: rootErrorCode(error) }, 'request refused')
   sendProblem(reply, code, code === 'GATEWAY_ERR_BODY_TOO_LARGE' ? { headers: { connection: 'close' } } : undefined)
+}
+
+/** undici's errors and its HTTP parser's (which may carry no code), raised by the upstream's response stream. */
+function isUpstreamResponseError (error: FastifyError): boolean {
+  const code = rootErrorCode(error) ?? ''
+  return code.startsWith('UND_ERR_') || code.startsWith('HPE_') || error instanceof undiciErrors.HTTPParserError
 }
 
 /** Errors this plugin raises itself: the body limit, content-type parsing, reply-from's errors. */

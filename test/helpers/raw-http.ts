@@ -102,3 +102,49 @@ export async function createEvilListener (): Promise<{ port: number, readonly co
     }
   }
 }
+
+/** What {@link rawExchange} saw: the first response, everything the server sent, and whether it hung up. */
+export interface RawExchange extends RawResponse {
+  /** Everything the server sent, as latin1 text (several responses when requests were pipelined). */
+  raw: string
+  /** True when the server closed the connection before `timeoutMs`. */
+  closedByServer: boolean
+  elapsedMs: number
+}
+
+/**
+ * Send `request` (or its parts, `gapMs` apart, stopping once the server hangs up), then wait until
+ * the server closes the connection or `timeoutMs` passes: for cases where "the connection is
+ * closed" is part of what must hold, and for slow (drip-fed) clients.
+ */
+export async function rawExchange (port: number, request: string | Buffer | Array<string | Buffer>, { timeoutMs = 3_000, gapMs = 0 } = {}): Promise<RawExchange> {
+  const parts = Array.isArray(request) ? request : [request]
+  const socket = connect(port, '127.0.0.1')
+  const chunks: Buffer[] = []
+  const started = Date.now()
+  return await new Promise<RawExchange>((resolve) => {
+    let done = false
+    let drip: NodeJS.Timeout | undefined
+    const finish = (closedByServer: boolean): void => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      clearTimeout(drip)
+      socket.destroy()
+      const data = Buffer.concat(chunks)
+      resolve({ ...parse(data, !closedByServer), raw: data.toString('latin1'), closedByServer, elapsedMs: Date.now() - started })
+    }
+    const timer = setTimeout(() => finish(false), timeoutMs)
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+    socket.on('end', () => finish(true))
+    socket.on('close', () => finish(true))
+    socket.on('error', () => finish(true))
+    let next = 0
+    const writeNext = (): void => {
+      if (done || socket.destroyed || next >= parts.length) return
+      socket.write(parts[next++])
+      if (next < parts.length) drip = setTimeout(writeNext, gapMs)
+    }
+    socket.once('connect', writeNext)
+  })
+}
