@@ -24,6 +24,7 @@ export const GATEWAY_ERRORS = {
   GATEWAY_ERR_CIRCUIT_OPEN: { status: 503, title: 'Service temporarily unavailable' },
   GATEWAY_ERR_SERVICE_BUSY: { status: 503, title: 'Service busy' },
   GATEWAY_ERR_SHUTTING_DOWN: { status: 503, title: 'Gateway shutting down' },
+  GATEWAY_ERR_NOT_READY: { status: 503, title: 'Not ready' },
   GATEWAY_ERR_UPSTREAM_TIMEOUT: { status: 504, title: 'Upstream timeout' }
 } as const satisfies Record<string, { status: number, title: string }>
 

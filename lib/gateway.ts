@@ -13,6 +13,7 @@ import { auth } from './plugins/auth.js'
 import { breaker } from './plugins/breaker.js'
 import { correlationId, type CorrelationIdOptions } from './plugins/correlation-id.js'
 import { cors, type CorsOptions } from './plugins/cors.js'
+import { health, type HealthOptions } from './plugins/health.js'
 import { metrics, type MetricsOptions } from './plugins/metrics.js'
 import { proxy } from './plugins/proxy.js'
 import { rateLimit } from './plugins/rate-limit.js'
@@ -43,11 +44,13 @@ export interface GatewayOptions {
   metrics?: MetricsOptions
   /** One structured line per request, credentials censored (see {@link accessLog}). On by default; `false` removes it. */
   accessLog?: AccessLogOptions | false
+  /** `/health` and `/ready` for load balancers and probes (see {@link health}); `true` for the defaults. Off when absent. */
+  health?: HealthOptions | boolean
 }
 
 const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway (fastify, input) {
   const options = optionalObject(input, '')
-  rejectUnknownKeys(options, ['correlationId', 'cors', 'auth', 'rateLimit', 'identityHeaders', 'services', 'metrics', 'accessLog'], '')
+  rejectUnknownKeys(options, ['correlationId', 'cors', 'auth', 'rateLimit', 'identityHeaders', 'services', 'metrics', 'accessLog', 'health'], '')
   const idOptions = optionalObject(options.correlationId, 'correlationId') as CorrelationIdOptions
   // Secure by default: leaving auth out is a boot error, not an open gateway.
   if (options.auth === undefined) throw new InvalidOptionError('auth', 'configure auth, or pass `auth: false` to run without authentication')
@@ -101,11 +104,14 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
       requestIdHeader: idOptions.header
     })
   }
+  if (options.health !== undefined && options.health !== false) {
+    await fastify.register(health, options.health === true ? {} : options.health as HealthOptions)
+  }
 }
 
 /**
  * Registers the gateway's plugins in their one correct order: metrics, correlation id, request guard,
- * access log, CORS, auth, rate limit, breaker, proxy.
+ * access log, CORS, auth, rate limit, breaker, proxy, health.
  *
  * @example
  * ```ts

@@ -12,6 +12,7 @@ export { rateLimit } from './plugins/rate-limit.js'
 export { breaker, BreakerOpenError, type BreakerOptions, type BreakerPolicy, type ServiceBreaker } from './plugins/breaker.js'
 export { metrics, type MetricsOptions, type MetricsExposure, type GatewayMetrics } from './plugins/metrics.js'
 export { accessLog, type AccessLogOptions } from './plugins/access-log.js'
+export { health, type HealthOptions } from './plugins/health.js'
 export { closeGracefully, type CloseGracefullyOptions, type CloseGracefullyResult } from './shutdown.js'
 export {
   GATEWAY_ERRORS, sendProblem, problemBody, InvalidOptionError, PROBLEM_CONTENT_TYPE,

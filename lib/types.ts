@@ -92,6 +92,8 @@ export interface RateLimitPolicy {
 /** The subset of an ioredis client (`Redis` or `Cluster`) the rate-limit store uses. */
 export interface RateLimitRedisClient {
   defineCommand: (name: string, definition: { numberOfKeys: number, lua: string }) => void
+  /** Used by the health plugin's readiness check to find out whether the store is back. */
+  ping?: () => Promise<unknown>
 }
 
 /** Options of the rate-limit plugin. */

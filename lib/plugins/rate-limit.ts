@@ -15,6 +15,7 @@ import { sendProblem } from '../errors.js'
 import { MemoryStore } from '../internal/memory-store.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
 import { factsOf } from '../internal/request-facts.js'
+import { addReadinessCheck } from '../internal/readiness.js'
 import type { GatewayRoutePolicy, RateLimitOptions } from '../types.js'
 
 type Check = ReturnType<FastifyInstance['createRateLimit']>
@@ -165,6 +166,37 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     return lazy
   }
 
+  function storeUp (): void {
+    if (storeDownUntil === 0) return
+    storeDownUntil = 0
+    fastify.log.info('rate-limit store reachable again: shared limits apply')
+  }
+
+  function storeDown (error: unknown): void {
+    if (storeDownUntil === 0) fastify.log.warn({ code: (error as { code?: string }).code, onStoreError }, 'rate-limit store unavailable: applying the failure policy')
+    storeDownUntil = Date.now() + storeRetryIntervalMs
+  }
+
+  if (store !== undefined) {
+    // A load balancer that stops sending traffic would also stop requests from finding the store
+    // back: the probe pings it itself. Unready only when requests would get 503 (onStoreError closed).
+    addReadinessCheck(fastify, 'rateLimitStore', async function rateLimitStoreReady () {
+      if (typeof store.ping === 'function') {
+        let timer: NodeJS.Timeout | undefined
+        try {
+          await Promise.race([store.ping(), new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new StoreTimeoutError('rate-limit store too slow')), storeTimeoutMs) })])
+          storeUp()
+        } catch (error) {
+          storeDown(error)
+        } finally {
+          clearTimeout(timer)
+        }
+      }
+      const up = storeDownUntil === 0
+      return { ready: up || onStoreError !== 'closed', state: up ? 'up' : 'down' }
+    })
+  }
+
   async function countShared (request: FastifyRequest, limits: readonly ResolvedLimit[]): Promise<Counted[] | undefined> {
     if (Date.now() < storeDownUntil) return undefined
     let timer: NodeJS.Timeout | undefined
@@ -173,16 +205,12 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
         Promise.all(limits.map(async (limit) => await (checks.get(limit)?.shared as Check)(request))),
         new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new StoreTimeoutError('rate-limit store too slow')), storeTimeoutMs) })
       ])
-      if (storeDownUntil !== 0) {
-        storeDownUntil = 0
-        fastify.log.info('rate-limit store reachable again: shared limits apply')
-      }
+      storeUp()
       return counted as Counted[]
     } catch (error) {
       if (error instanceof LimitEvaluationError) throw error
       factsOf(request).storeError = true
-      if (storeDownUntil === 0) fastify.log.warn({ code: (error as { code?: string }).code, onStoreError }, 'rate-limit store unavailable: applying the failure policy')
-      storeDownUntil = Date.now() + storeRetryIntervalMs
+      storeDown(error)
       return undefined
     } finally {
       clearTimeout(timer)
