@@ -32,6 +32,8 @@ async function redisClient () {
   await new Promise((resolve) => client.once('ready', resolve))
   return client
 }
+// The recommended setup: metrics on a listener of their own (nothing scrapes it during the load).
+const fullMetrics = { expose: { port: 0 } }
 const fullAuth = {
   jwt: {
     secret: process.env.HMAC_SECRET,
@@ -68,11 +70,11 @@ switch (kind) {
     await listen(await gatewayApp(() => ({ auth: fullAuth, rateLimit: false, services: service(false) })))
     break
   case 'gateway-full':
-    await listen(await gatewayApp(() => ({ auth: fullAuth, rateLimit: limits(), services: service(true) })))
+    await listen(await gatewayApp(() => ({ auth: fullAuth, rateLimit: limits(), services: service(true), metrics: fullMetrics })))
     break
   case 'gateway-full-redis': {
     const store = await redisClient()
-    await listen(await gatewayApp(() => ({ auth: fullAuth, rateLimit: limits(store), services: service(true) })))
+    await listen(await gatewayApp(() => ({ auth: fullAuth, rateLimit: limits(store), services: service(true), metrics: fullMetrics })))
     break
   }
   default:

@@ -3,6 +3,9 @@
 // absolute req/s swing run to run: read the ratios measured side by side, and CPU µs per request
 // (user + sys of the candidate process from /proc, divided by requests), which is far steadier.
 //   ROUNDS (3), DURATION seconds (5), WARMUP seconds (2), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
+//   PROFILE=gateway-full: that candidate runs under --cpu-prof (profiles in bench/profiles/), and its
+//   most expensive frames are printed (bench/profile.mjs); CPU figures of a profiled run are inflated.
+//   NODE_FLAGS="--max-semi-space-size=8": extra Node flags for every candidate (e.g. for the RSS study).
 import { spawn, execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -96,6 +99,13 @@ async function loadWithAutocannon (url, scenario, headers, seconds, overallRate)
 }
 const load = (...args) => hasWrk ? loadWithWrk(...args) : loadWithAutocannon(...args)
 
+const PROFILE_DIR = 'bench/profiles'
+function nodeFlags (candidate) {
+  const flags = process.env.NODE_FLAGS ? process.env.NODE_FLAGS.split(' ').filter(Boolean) : []
+  if (process.env.PROFILE === candidate) flags.push('--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`)
+  return flags
+}
+
 const median = (values) => { const sorted = [...values].sort((a, b) => a - b); return sorted[Math.floor(sorted.length / 2)] }
 
 async function main () {
@@ -116,7 +126,7 @@ async function main () {
       for (const name of scenarios) {
         const scenario = ALL_SCENARIOS[name]
         for (const candidate of candidates) {
-          const proc = candidate === 'direct' ? { child: undefined, port: upstream.port } : await start(['bench/candidate.mjs', candidate], env)
+          const proc = candidate === 'direct' ? { child: undefined, port: upstream.port } : await start([...nodeFlags(candidate), 'bench/candidate.mjs', candidate], env)
           const pid = (proc.child ?? upstream.child).pid
           const path = candidate === 'direct' ? scenario.path.replace('/api', '') : scenario.path
           const url = `http://127.0.0.1:${proc.port}${path}`
@@ -144,6 +154,10 @@ async function main () {
       }
     }
     report(results, latency, Date.now() - started)
+    if (process.env.PROFILE) {
+      const { printProfile } = await import('./profile.mjs')
+      printProfile(PROFILE_DIR)
+    }
   } finally {
     await stop(upstream.child)
     await redis.stop()
@@ -201,8 +215,9 @@ the ratios, and CPU µs per request of the candidate process (user + sys from /p
 
 Candidates: \`direct\` (no proxy), bare \`reply-from\`, bare \`http-proxy\`, \`gateway-proxy\` (correlation id, request
 guard, proxy; no auth, no limits), \`gateway-auth\` (+ JWT RS256 via a local JWKS, API keys; no limits), \`gateway-full\`
-(+ per-consumer and per-service limits, memory store), \`gateway-full-redis\` (the same with the Redis store). The breaker
-and metrics plugins do not exist yet and are not part of "full".
+(+ per-consumer and per-service limits in memory, metrics on a separate listener, access log without a logger),
+\`gateway-full-redis\` (the same with the Redis store). Every gateway candidate runs the per-service circuit
+breaker (on by default). Flags: ${process.env.NODE_FLAGS || 'none'}; token: ${process.env.TOKEN === 'hs256' ? 'HS256' : 'RS256 via the local JWKS'}.
 
 ## Targets
 

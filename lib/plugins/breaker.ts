@@ -108,6 +108,10 @@ const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker
       volumeThreshold: policy.volumeThreshold,
       rollingCountTimeout: policy.rollingWindowMs,
       rollingCountBuckets: 10,
+      // opossum's defaults keep every call's latency in the window and sort them all each second (its
+      // snapshots) and on each failure (to decide): O(n log n) work and memory per request, unused here.
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
       // opossum counts a filtered error as a success, and a success closes a half-open circuit: a probe
       // that never reached the upstream (client abort, refused body) must not close it.
       errorFilter: (error: unknown): boolean => error instanceof NotCountedError && !circuit.halfOpen

@@ -80,7 +80,9 @@ function clientLocation (location: string, prefix: string, bases: ReadonlyArray<
 }
 
 function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: AnyReply, prefix: string, bases: ReadonlyArray<{ origin: string, path: string }>, owned: ReadonlySet<string>, corsOwned: boolean): void {
-  const nominated = headers.connection === undefined ? undefined : connectionTokens(headers.connection)
+  const connection = headers.connection
+  // `keep-alive` / `close` (nearly every response) name no other header: no list to build.
+  const nominated = connection === undefined || connection === 'keep-alive' || connection === 'close' ? undefined : connectionTokens(connection)
   for (const name in headers) {
     if (HOP_BY_HOP.has(name) || owned.has(name) || nominated?.includes(name) === true) continue
     // With the cors plugin, the gateway alone decides CORS: an upstream's allow headers would override it.
@@ -318,7 +320,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     }
     startUpstreamCall(request)
     if (circuit === undefined) return reply.from(target, fromOptions)
-    circuit.run(async () => await forward(request, reply, target)).catch((error: unknown) => {
+    circuit.run(() => forward(request, reply, target)).catch((error: unknown) => {
       // Other failures were answered by reply-from's hooks; only a refusal by the breaker is ours.
       if (error instanceof BreakerOpenError && !reply.sent) {
         endUpstreamCall(request, { failure: 'circuit_open' })
@@ -329,8 +331,8 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   }
 
   /** One proxied call as a promise the breaker can count: settled by reply-from's hooks, or when the response closes. */
-  async function forward (request: FastifyRequest, reply: FastifyReply, target: string): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
+  function forward (request: FastifyRequest, reply: FastifyReply, target: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
       outcomes.set(request, { report: (failure) => { if (failure === undefined) resolve(); else reject(failure) }, verdict: undefined })
       reply.raw.once('close', () => { settleOnClose(request, reply) })
       try {
