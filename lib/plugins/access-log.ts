@@ -57,10 +57,12 @@ const accessLogPlugin: FastifyPluginAsync<AccessLogOptions> = async function acc
       return
     }
     const facts = recordedFacts(request)
+    // One read: routeOptions builds a new object on every access. The config carries the route's url.
+    const config = request.routeOptions.config as { url?: string, gateway?: GatewayRoutePolicy }
     request.log[level]({
       method: request.method,
-      route: request.routeOptions.url ?? 'unmatched',
-      service: (request.routeOptions.config as { gateway?: GatewayRoutePolicy }).gateway?.service,
+      route: config.url ?? 'unmatched',
+      service: config.gateway?.service,
       consumer: request.consumer?.id,
       status: reply.statusCode,
       upstreamStatus: facts?.upstreamStatus,

@@ -208,8 +208,10 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics
   const requestCounters = new Map<string, { inc: () => void }>()
 
   fastify.addHook('onResponse', function countResponse (request: FastifyRequest, reply: FastifyReply, done) {
-    const route = request.routeOptions.url ?? 'unmatched'
-    const service = (request.routeOptions.config as { gateway?: GatewayRoutePolicy }).gateway?.service ?? ''
+    // One read: routeOptions builds a new object on every access. The config carries the route's url.
+    const config = request.routeOptions.config as { url?: string, gateway?: GatewayRoutePolicy }
+    const route = config.url ?? 'unmatched'
+    const service = config.gateway?.service ?? ''
     const klass = statusClass(reply.statusCode)
     const key = `${service}\n${route}\n${request.method}\n${klass}`
     let counter = requestCounters.get(key)
