@@ -206,6 +206,7 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics
   const series = createGatewayMetrics(fastify, registry, buckets)
   // Children by label values: bounded (routes × methods × status classes), and no label hashing per request.
   const requestCounters = new Map<string, { inc: () => void }>()
+  const upstreamTimers = new Map<string, { observe: (seconds: number) => void }>()
 
   fastify.addHook('onResponse', function countResponse (request: FastifyRequest, reply: FastifyReply, done) {
     // One read: routeOptions builds a new object on every access. The config carries the route's url.
@@ -223,7 +224,14 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics
     const facts = recordedFacts(request)
     if (facts !== undefined) {
       if (facts.upstreamMs !== undefined) {
-        series.upstreamDuration.observe({ service, status_class: facts.upstreamStatus === undefined ? 'error' : statusClass(facts.upstreamStatus) }, facts.upstreamMs / 1000)
+        const upstreamClass = facts.upstreamStatus === undefined ? 'error' : statusClass(facts.upstreamStatus)
+        const timerKey = `${service}\n${upstreamClass}`
+        let timer = upstreamTimers.get(timerKey)
+        if (timer === undefined) {
+          timer = series.upstreamDuration.labels({ service, status_class: upstreamClass })
+          upstreamTimers.set(timerKey, timer)
+        }
+        timer.observe(facts.upstreamMs / 1000)
       }
       if (facts.upstreamFailure !== undefined) series.upstreamErrors.inc({ service, kind: facts.upstreamFailure })
       if (facts.rateLimited !== undefined) series.rateLimited.inc({ limit: facts.rateLimited })
