@@ -129,11 +129,14 @@ function settleOnClose (request: FastifyRequest, reply: FastifyReply): void {
   settle(request, pending.verdict !== undefined && reply.raw.writableEnded ? (pending.verdict ?? undefined) : new NotCountedError(RESPONSE_CLOSED))
 }
 
+// undici's refusals of the request itself (a header it cannot send): the client's doing, not the upstream's.
+const REQUEST_REFUSED_CODES: ReadonlySet<string> = new Set(['UND_ERR_NOT_SUPPORTED', 'UND_ERR_INVALID_ARG'])
+
 function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }, answer?: (reply: AnyReply) => void): void {
   const code = classifyUpstreamError(error)
   // A body over the limit, or a request undici refused to send, is never a strike against the upstream.
   const root = rootErrorCode(error)
-  const notCounted = code === 'GATEWAY_ERR_BODY_TOO_LARGE' || root === 'UND_ERR_NOT_SUPPORTED' || root === 'UND_ERR_INVALID_ARG'
+  const notCounted = code === 'GATEWAY_ERR_BODY_TOO_LARGE' || (root !== undefined && REQUEST_REFUSED_CODES.has(root))
   settle(reply.request, notCounted ? new NotCountedError(code) : error)
   if (!notCounted) {
     picked.get(reply.request)?.report(false)
@@ -172,6 +175,7 @@ function answerRouteError (error: FastifyError, request: FastifyRequest, reply: 
 /** undici's errors and its HTTP parser's (which may carry no code), raised by the upstream's response stream. */
 function isUpstreamResponseError (error: FastifyError): boolean {
   const code = rootErrorCode(error) ?? ''
+  if (REQUEST_REFUSED_CODES.has(code)) return false
   return code.startsWith('UND_ERR_') || code.startsWith('HPE_') || error instanceof undiciErrors.HTTPParserError
 }
 
