@@ -5,7 +5,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { InvalidOptionError } from './errors.js'
-import { identityHeaderNames, resolveAuthOptions } from './internal/auth-options.js'
+import { assertRoutePolicyShape, identityHeaderNames, resolveAuthOptions } from './internal/auth-options.js'
 import { RESERVED_HEADERS } from './internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys, stringList } from './internal/options.js'
 import { accessLog, type AccessLogOptions } from './plugins/access-log.js'
@@ -84,6 +84,8 @@ const gatewayPlugin: FastifyPluginAsync<GatewayOptions> = async function gateway
     // A policy declared for a plugin that is switched off would be silently ignored: refuse it.
     fastify.addHook('onRoute', function refusePolicyWithoutPlugin (route) {
       const policy = route.config?.gateway
+      // With auth on, the auth plugin checks the shape; without it, this hook does.
+      if (authOptions === undefined) assertRoutePolicyShape(policy, route.url)
       if (authOptions === undefined && ((policy?.scopes !== undefined && policy.scopes.length > 0) || policy?.auth !== undefined)) {
         throw new InvalidOptionError(`config.gateway of ${route.url}`, 'declares scopes or an auth mode, but the gateway runs with auth: false')
       }

@@ -42,7 +42,7 @@ export interface GatewayServiceOptions {
    * be reached or times out (never for the upstream's own answers, never for 4xx): a static answer,
    * or another upstream (for requests without a body; same path, timeouts and CA as the service).
    */
-  fallback?: { status: number, body?: string | object, headers?: Record<string, string> } | { upstream: string }
+  fallback?: { status: number, body?: string | object, headers?: Record<string, string>, upstream?: never } | { upstream: string, status?: never, body?: never, headers?: never }
   /** Active health checks: GET `path` on every target each `interval`; a non-2xx or a failure takes the target out until a check passes. */
   healthCheck?: { path: string, interval: Duration, timeout?: Duration }
   /** Bulkhead: requests in flight to the service at most; more are refused at once with 503. Default: no cap. */

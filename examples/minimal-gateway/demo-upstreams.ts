@@ -3,6 +3,7 @@
  * answer echoes the path and the `x-request-id` the upstream received, to show what the gateway
  * forwarded.
  */
+import { createHmac } from 'node:crypto'
 import { createServer, type IncomingMessage } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { once } from 'node:events'
@@ -67,4 +68,14 @@ export async function startDemoUpstreams (): Promise<DemoUpstreams> {
       await Promise.all(servers.map(async (server) => { await server.close() }))
     }
   }
+}
+
+/**
+ * An HS256 token for the demo, signed with the demo's own secret. Your identity provider or your
+ * services mint real ones; a gateway never signs tokens.
+ */
+export function signDemoToken (secret: string, claims: Record<string, unknown>): string {
+  const encode = (part: object): string => Buffer.from(JSON.stringify(part)).toString('base64url')
+  const unsigned = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode({ iat: Math.floor(Date.now() / 1000), ...claims })}`
+  return `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`
 }

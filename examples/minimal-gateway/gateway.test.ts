@@ -3,13 +3,14 @@
 import t, { type Test } from 'tap'
 import { createHash } from 'node:crypto'
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify'
-// In your own project: import { createTestUpstream, type TestUpstream } from 'fastify-gateway/testing'
-import { createTestUpstream, type TestUpstream } from '../../lib/testing/index.js'
-import { buildGateway, type GatewayConfig } from './gateway.js'
+// In your own project: import { createIdentityProvider, createTestUpstream, type TestUpstream } from 'fastify-gateway/testing'
+import { createIdentityProvider, createTestUpstream, type TestUpstream } from '../../lib/testing/index.js'
+import { AUDIENCE, buildGateway, RATE_LIMITS, USERS_FALLBACK, type GatewayConfig } from './gateway.js'
 
 const KEY = 'test-key-1'
 const READ_ONLY_KEY = 'test-key-2'
 const digest = (key: string): string => createHash('sha256').update(key).digest('hex')
+const APP_ORIGIN = 'https://app.example.com'
 
 interface Setup {
   app: FastifyInstance
@@ -30,6 +31,9 @@ async function setup (t: Test, config: Partial<GatewayConfig> = {}): Promise<Set
   const app = await buildGateway({
     upstreams: { users: users.url, orders: [orders1.url, orders2.url], payments: payments.url },
     apiKeys: { [digest(KEY)]: { id: 'client-1', scopes: ['payments'] }, [digest(READ_ONLY_KEY)]: { id: 'client-2' } },
+    // Port 0: tests running side by side never collide on the metrics port.
+    metrics: { port: 0 },
+    corsOrigins: [APP_ORIGIN],
     ...config
   })
   t.teardown(async () => { await app.close() })
@@ -158,4 +162,132 @@ t.test('auth: no credential → 401; a key without the payments scope → 403; t
   t.equal(users.requests[0].headers['x-consumer-id'], 'client-1')
   t.equal(users.requests[0].headers['x-api-key'], undefined)
   t.same((await call({ method: 'GET', url: '/api/v1/me' })).json(), { id: 'client-1', scopes: ['payments'] })
+})
+
+t.test('JWT: a token from the identity provider is accepted; wrong audience or no signature → 401', async (t) => {
+  const idp = await createIdentityProvider({ audience: AUDIENCE })
+  t.teardown(async () => { await idp.close() })
+  const { app, users } = await setup(t, { jwt: { issuer: idp.issuer } })
+  const bearer = (token: string): InjectOptions['headers'] => ({ authorization: `Bearer ${token}` })
+
+  const ok = await app.inject({ method: 'GET', url: '/api/v1/users/1', headers: bearer(idp.sign({ sub: 'alice', scope: 'orders:read' })) })
+  t.equal(ok.statusCode, 200)
+  t.equal(users.requests[0].headers['x-consumer-id'], 'alice')
+  t.equal(users.requests[0].headers['x-consumer-scopes'], 'orders:read')
+  t.equal(users.requests[0].headers.authorization, undefined, 'the upstream never sees the token')
+
+  const [header, payload] = idp.sign({ sub: 'mallory' }).split('.')
+  for (const token of [idp.sign({ sub: 'alice', aud: 'another-api' }), `${header}.${payload}.`]) {
+    const refused = await app.inject({ method: 'GET', url: '/api/v1/users/1', headers: bearer(token) })
+    t.equal(refused.statusCode, 401)
+    t.equal(refused.json().code, 'GATEWAY_ERR_UNAUTHENTICATED')
+  }
+  t.equal(users.requests.length, 1)
+})
+
+t.test('rate limits: the payments service has its own limit per consumer, on top of the global one', async (t) => {
+  const { call, payments, users } = await setup(t)
+  for (let i = 0; i < RATE_LIMITS.payments.max; i++) {
+    t.equal((await call({ method: 'GET', url: '/api/v1/payments/p-1' })).statusCode, 200)
+  }
+  const limited = await call({ method: 'GET', url: '/api/v1/payments/p-1' })
+  t.equal(limited.statusCode, 429)
+  t.equal(limited.json().code, 'GATEWAY_ERR_RATE_LIMITED')
+  t.ok(Number(limited.headers['retry-after']) > 0, 'Retry-After says when to come back')
+  t.equal(payments.requests.length, RATE_LIMITS.payments.max, 'the refused request never reached the upstream')
+  // The same consumer on another service is under the global limit only.
+  t.equal((await call({ method: 'GET', url: '/api/v1/users/1' })).statusCode, 200)
+  t.equal(users.requests.length, 1)
+})
+
+t.test('rate limits: every consumer has its own global budget; /health is never limited', async (t) => {
+  const { app, call, users } = await setup(t)
+  for (let i = 0; i < RATE_LIMITS.perConsumer.max; i++) {
+    const res = await call({ method: 'GET', url: '/api/v1/users/1' })
+    if (res.statusCode !== 200) return t.fail(`request ${i + 1} answered ${res.statusCode}`)
+  }
+  const limited = await call({ method: 'GET', url: '/api/v1/users/1' })
+  t.equal(limited.statusCode, 429)
+  t.equal(limited.json().code, 'GATEWAY_ERR_RATE_LIMITED')
+  t.equal(users.requests.length, RATE_LIMITS.perConsumer.max)
+  const other = await call({ method: 'GET', url: '/api/v1/users/1', headers: { 'x-api-key': READ_ONLY_KEY } })
+  t.equal(other.statusCode, 200, 'another consumer is not affected')
+  for (let i = 0; i <= RATE_LIMITS.perConsumer.max; i++) {
+    const res = await app.inject({ method: 'GET', url: '/health' })
+    if (res.statusCode !== 200) return t.fail(`health check ${i + 1} answered ${res.statusCode}`)
+  }
+})
+
+t.test('users: the static fallback answers when the upstream fails, then while its breaker is open', async (t) => {
+  const { app, call, users } = await setup(t)
+  users.failNext(1, 'reset')
+  const fallback = await call({ method: 'GET', url: '/api/v1/users/1' })
+  t.equal(fallback.statusCode, 200)
+  t.equal(fallback.headers['x-gateway-fallback'], '1')
+  t.same(fallback.json(), USERS_FALLBACK)
+  t.equal(users.requests.length, 1, 'the upstream was called once (a reset after sending is not retried)')
+
+  // Ten calls in the window (the breaker's volumeThreshold), all failing: the breaker opens.
+  users.failNext(9, 'reset')
+  for (let i = 0; i < 9; i++) t.equal((await call({ method: 'GET', url: '/api/v1/users/1' })).statusCode, 200)
+  await new Promise((resolve) => setImmediate(resolve)) // the outcome is counted once the response has ended
+  t.equal(app.gateway.breaker('users')?.state, 'open')
+
+  const seen = users.requests.length
+  const open = await call({ method: 'GET', url: '/api/v1/users/2' })
+  t.equal(open.statusCode, 200)
+  t.equal(open.headers['x-gateway-fallback'], '1')
+  t.same(open.json(), USERS_FALLBACK)
+  t.equal(users.requests.length, seen, 'the open breaker did not call the upstream')
+})
+
+t.test('payments has no fallback: a failure is a 502 problem that names no upstream', async (t) => {
+  const { call, payments } = await setup(t)
+  payments.failNext(1, 'reset')
+  const res = await call({ method: 'POST', url: '/api/v1/payments', payload: { orderId: 'o-1' } })
+  t.equal(res.statusCode, 502)
+  t.equal(res.json().code, 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE')
+  t.notOk(res.body.includes(String(payments.port)), 'no upstream address in the body')
+  t.equal(payments.requests.length, 1, 'never retried')
+})
+
+t.test('metrics are served on the internal listener only', async (t) => {
+  const { app, call } = await setup(t)
+  t.equal((await call({ method: 'GET', url: '/api/v1/users/1' })).statusCode, 200)
+  t.equal((await call({ method: 'GET', url: '/metrics' })).statusCode, 404, 'the public port has no /metrics, even with a credential')
+
+  const address = app.gatewayMetrics.address()
+  if (address === null) return t.fail('no metrics listener after ready')
+  t.equal(address.address, '127.0.0.1')
+  const scrape = await fetch(`http://127.0.0.1:${address.port}/metrics`, { signal: AbortSignal.timeout(5_000) })
+  t.equal(scrape.status, 200)
+  const text = await scrape.text()
+  t.match(text, /gateway_requests_total\{[^}]*service="users"[^}]*status_class="2xx"[^}]*\} 1\b/, 'the proxied request is counted, by service')
+  t.match(text, /gateway_requests_total\{[^}]*route="unmatched"[^}]*status_class="4xx"[^}]*\} 1\b/, 'and the 404 of /metrics on the public port, by route pattern (never the raw URL)')
+  t.notOk(text.includes(KEY), 'no credential in any label')
+})
+
+t.test('CORS: a preflight from the app origin is answered before auth; other origins get no CORS header', async (t) => {
+  const { app, call, all } = await setup(t)
+  const preflight = await app.inject({
+    method: 'OPTIONS',
+    url: '/api/v1/orders/1',
+    headers: { origin: APP_ORIGIN, 'access-control-request-method': 'GET', 'access-control-request-headers': 'x-api-key' }
+  })
+  t.equal(preflight.statusCode, 204, 'no credential needed for a preflight')
+  t.equal(preflight.headers['access-control-allow-origin'], APP_ORIGIN)
+  t.match(String(preflight.headers['access-control-allow-headers']), /x-api-key/)
+
+  const foreign = await app.inject({
+    method: 'OPTIONS',
+    url: '/api/v1/orders/1',
+    headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' }
+  })
+  t.equal(foreign.headers['access-control-allow-origin'], undefined)
+
+  const actual = await call({ method: 'GET', url: '/api/v1/orders/1', headers: { origin: APP_ORIGIN } })
+  t.equal(actual.statusCode, 200)
+  t.equal(actual.headers['access-control-allow-origin'], APP_ORIGIN)
+  t.match(String(actual.headers['access-control-expose-headers']), /x-request-id/)
+  t.equal(all.reduce((sum, upstream) => sum + upstream.requests.length, 0), 1, 'preflights never reach an upstream')
 })

@@ -5,24 +5,28 @@
  *   PORT (3000), HOST (127.0.0.1), LOG_LEVEL (info),
  *   USERS_URL, ORDERS_URLS (comma-separated), PAYMENTS_URL,
  *   DEMO_API_KEY (an API key accepted with every scope; default "demo-key-change-me"),
- *   JWT_SECRET (optional, ≥ 32 bytes: accept HS256 Bearer tokens with audience "minimal-gateway")
+ *   JWT_ISSUER (your OpenID provider: RS256 Bearer tokens from its JWKS, audience "minimal-gateway"),
+ *   JWT_SECRET (or, ≥ 32 bytes: HS256 Bearer tokens; the demo generates one and prints a token),
+ *   METRICS_PORT (9464), METRICS_HOST (127.0.0.1; 0.0.0.0 in a container, off the ingress),
+ *   CORS_ORIGINS (comma-separated exact origins; the demo allows http://localhost:5173)
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 // In your own project: import { closeGracefully } from 'fastify-gateway'
 import { closeGracefully } from '../../lib/index.js'
-import { buildGateway, type GatewayConfig } from './gateway.js'
-import { startDemoUpstreams, type DemoUpstreams } from './demo-upstreams.js'
+import { AUDIENCE, buildGateway, type GatewayConfig } from './gateway.js'
+import { signDemoToken, startDemoUpstreams, type DemoUpstreams } from './demo-upstreams.js'
 
 // In-flight requests get this long after SIGTERM; keep it below the orchestrator's grace period
 // (Kubernetes terminationGracePeriodSeconds, 30 s by default).
 const SHUTDOWN_DEADLINE_MS = 10_000
 const SHUTDOWN_HOOKS_MS = 5_000
 
-function portFromEnv (value: string | undefined): number {
-  const port = Number(value ?? 3000)
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be 0–65535, got "${value}"`)
+function portFromEnv (name: string, fallback: number): number {
+  const value = process.env[name]
+  const port = Number(value ?? fallback)
+  if (value === '' || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`${name} must be 0–65535, got "${value}"`)
   return port
 }
 
@@ -72,25 +76,43 @@ function shutDownOnSignals (app: FastifyInstance, demo: DemoUpstreams | undefine
   process.on('SIGINT', shutDown)
 }
 
+/** JWT_ISSUER, else JWT_SECRET; the demo makes up a secret of its own so that it can print a token. */
+function jwtFromEnv (demo: boolean): GatewayConfig['jwt'] {
+  const { JWT_ISSUER: issuer, JWT_SECRET: secret } = process.env
+  if (issuer !== undefined && secret !== undefined) throw new Error('set JWT_ISSUER or JWT_SECRET, not both')
+  if (issuer !== undefined) return { issuer }
+  if (secret !== undefined) return { secret }
+  return demo ? { secret: randomBytes(32).toString('base64url') } : undefined
+}
+
+/** A host to print in a URL: a wildcard address as loopback, IPv6 in brackets. */
+function shownHost (host: string): string {
+  return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host
+}
+
 async function main (): Promise<void> {
-  const port = portFromEnv(process.env.PORT)
+  const port = portFromEnv('PORT', 3000)
   const host = process.env.HOST ?? '127.0.0.1'
   const { upstreams, demo } = await resolveUpstreams()
   const apiKey = process.env.DEMO_API_KEY ?? 'demo-key-change-me'
   // Keys are configured by digest, never in clear.
-  const apiKeys = { [createHash('sha256').update(apiKey).digest('hex')]: { id: 'demo-client', scopes: ['payments'] } }
+  const apiKeys = { [createHash('sha256').update(apiKey).digest('hex')]: { id: 'demo-client', scopes: ['payments', 'reports:read'] } }
+  const jwt = jwtFromEnv(demo !== undefined)
+  const corsOrigins = listFromEnv(process.env.CORS_ORIGINS)
   const app = await buildGateway({
     upstreams,
     apiKeys,
-    jwtSecret: process.env.JWT_SECRET,
-    logger: { level: process.env.LOG_LEVEL ?? 'info', redact: ['req.headers.authorization', 'req.headers["x-api-key"]'] }
+    jwt,
+    metrics: { port: portFromEnv('METRICS_PORT', 9464), host: process.env.METRICS_HOST },
+    corsOrigins: corsOrigins.length > 0 || demo === undefined ? corsOrigins : ['http://localhost:5173'],
+    // The demo counts in memory; for several instances pass a Redis client as `rateLimitStore`.
+    logger: { level: process.env.LOG_LEVEL ?? 'info' }
   })
   shutDownOnSignals(app, demo)
   await app.listen({ port, host })
 
   const bound = (app.server.address() as AddressInfo).port
-  const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host
-  const base = `http://${shownHost}:${bound}`
+  const base = `http://${shownHost(host)}:${bound}`
   console.log(`fastify-gateway example listening on ${base}${demo === undefined ? '' : ' (demo upstreams)'}`)
   console.log('try:')
   const key = `-H 'x-api-key: ${apiKey}'`
@@ -100,6 +122,13 @@ async function main (): Promise<void> {
   console.log(`  curl -i ${key} -H 'x-request-id: my-trace-1' '${base}/api/v1/users?page=2'`)
   console.log(`  curl -i ${key} ${base}/api/v1/orders   # twice: orders-1, then orders-2`)
   console.log(`  curl -i ${key} ${base}/api/v1/me`)
+  console.log(`  curl -i ${key} -H 'x-tenant: acme' ${base}/api/v1/reports/daily   # without x-tenant: 400`)
+  if (jwt !== undefined && 'secret' in jwt && process.env.JWT_SECRET === undefined) {
+    const token = signDemoToken(jwt.secret, { sub: 'demo-user', aud: AUDIENCE, scope: 'reports:read', exp: Math.floor(Date.now() / 1000) + 3600 })
+    console.log(`  curl -i -H 'authorization: Bearer ${token}' ${base}/api/v1/me`)
+  }
+  const metrics = app.gatewayMetrics.address()
+  if (metrics !== null) console.log(`  curl -s http://${shownHost(metrics.address)}:${metrics.port}/metrics | grep gateway_requests_total   # internal listener only`)
 }
 
 main().catch((err: unknown) => {

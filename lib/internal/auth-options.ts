@@ -214,3 +214,17 @@ export function resolveAuthOptions (input: unknown): ResolvedAuthOptions {
 export function identityHeaderNames (resolved: ResolvedAuthOptions): string[] {
   return [resolved.identityHeaders.id, resolved.identityHeaders.scopes, ...resolved.identityHeaders.claims.map(([, header]) => header)]
 }
+
+/** The keys of `config.gateway` (GatewayRoutePolicy). */
+const ROUTE_POLICY_KEYS: readonly string[] = ['public', 'auth', 'scopes', 'service', 'rateLimit']
+
+/**
+ * `config.gateway` must be an object of known keys: a misspelt `scope` would otherwise leave the
+ * route open to every valid credential (Fastify infers route config types from the literal).
+ */
+export function assertRoutePolicyShape (policy: unknown, url: string): void {
+  if (policy === undefined) return
+  const where = `config.gateway of ${url}`
+  if (!isPlainObject(policy)) throw new InvalidOptionError(where, 'expected an object')
+  rejectUnknownKeys(policy, ROUTE_POLICY_KEYS, where)
+}

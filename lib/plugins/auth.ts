@@ -9,7 +9,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } f
 import fp from 'fastify-plugin'
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { createApiKeyVerifier, KeyLookupUnavailableError } from '../internal/api-keys.js'
-import { identityHeaderNames, resolveAuthOptions, type PublicRoutePattern, type ResolvedAuthOptions } from '../internal/auth-options.js'
+import { assertRoutePolicyShape, identityHeaderNames, resolveAuthOptions, type PublicRoutePattern, type ResolvedAuthOptions } from '../internal/auth-options.js'
 import { separatorSpellings } from '../internal/headers.js'
 import { createTokenVerifier, KeysUnavailableError, TokenRejectedError } from '../internal/jwt.js'
 import { factsOf, type AuthFailureReason } from '../internal/request-facts.js'
@@ -37,6 +37,7 @@ function matchesPublic (patterns: readonly PublicRoutePattern[], method: string,
 /** Validates `config.gateway`'s auth fields; throws GATEWAY_ERR_INVALID_OPTION naming the route. */
 function resolveRoutePolicies (patterns: readonly PublicRoutePattern[], methods: string | string[], url: string, gateway: GatewayRoutePolicy | undefined): RoutePolicies {
   const where = `config.gateway of ${url}`
+  assertRoutePolicyShape(gateway, url)
   if (gateway?.public !== undefined && typeof gateway.public !== 'boolean') throw new InvalidOptionError(`${where}.public`, 'expected a boolean')
   if (gateway?.auth !== undefined && gateway.auth !== 'required' && gateway.auth !== 'optional') throw new InvalidOptionError(`${where}.auth`, 'expected "required" or "optional"')
   const scopes = gateway?.scopes ?? []

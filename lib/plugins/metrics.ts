@@ -21,8 +21,8 @@ import type { GatewayRoutePolicy } from '../types.js'
 export type MetricsExposure =
   | 'authenticated'
   | 'public'
-  | { allow: readonly string[] }
-  | { port: number, host?: string }
+  | { allow: readonly string[], port?: never, host?: never }
+  | { port: number, host?: string, allow?: never }
   | false
 
 /** Options of the {@link metrics} plugin. */

@@ -12,11 +12,14 @@ import fp from 'fastify-plugin'
 import { Agent, errors as undiciErrors } from 'undici'
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { streamBodyWithin } from '../internal/body-limit.js'
-import { CONSUMED_BY_GATEWAY, connectionTokens, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
+import { CONSUMED_BY_GATEWAY, FORWARDING_HEADERS, HOP_BY_HOP_HEADERS } from '../internal/headers.js'
 import { headerName, optionalObject, rejectUnknownKeys } from '../internal/options.js'
 import { resolveServices, type ResolvedService } from '../internal/service-options.js'
-import { createBalancer, type Balancer, type BalancedTarget } from '../internal/balancer.js'
+import { createBalancer, type BalancedTarget } from '../internal/balancer.js'
 import { createRetryPolicy } from '../internal/retry-policy.js'
+import { outcomes, settle, settleOnClose, UpstreamStatusError } from '../internal/breaker-outcomes.js'
+import { startHealthChecks } from '../internal/health-checks.js'
+import { copyUpstreamHeaders } from '../internal/upstream-response-headers.js'
 import { endUpstreamCall, startUpstreamCall } from '../internal/request-facts.js'
 import { traceContextInjectedUpstream } from '../internal/trace-context.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError, upstreamFailureKind } from '../internal/upstream-errors.js'
@@ -36,7 +39,6 @@ type AnyReply = FastifyReply<any, any, any, any, any, any, any, any>
 
 const DEFAULTS = { requestIdHeader: 'x-request-id' } as const
 const REMOVED_UPSTREAM_REQUEST_HEADERS = [...HOP_BY_HOP_HEADERS, ...FORWARDING_HEADERS, ...CONSUMED_BY_GATEWAY]
-const HOP_BY_HOP = new Set(HOP_BY_HOP_HEADERS)
 // reply-from copies whatever `rewriteHeaders` returns onto the reply before it checks the status
 // code; returning nothing and copying in `onResponse` keeps an invalid upstream status (888) from
 // leaking upstream headers onto our 502.
@@ -64,70 +66,11 @@ function createAgent (service: ResolvedService): Agent {
   })
 }
 
-/**
- * A redirect into the upstream itself (`http://10.0.3.7:8001/base/users/2`) would hand the client
- * an internal address: map it back under the service prefix, as nginx's `proxy_redirect default`.
- */
-function clientLocation (location: string, prefix: string, bases: ReadonlyArray<{ origin: string, path: string }>): string {
-  for (const base of bases) {
-    for (const start of [base.origin + base.path, base.path]) {
-      if (start === '' || !location.startsWith(start)) continue
-      const rest = location.slice(start.length)
-      if (rest === '' || rest[0] === '/' || rest[0] === '?') return (prefix + rest) || '/'
-    }
-  }
-  return location
-}
-
-function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: AnyReply, prefix: string, bases: ReadonlyArray<{ origin: string, path: string }>, owned: ReadonlySet<string>, corsOwned: boolean): void {
-  const connection = headers.connection
-  // `keep-alive` / `close` (nearly every response) name no other header: no list to build.
-  const nominated = connection === undefined || connection === 'keep-alive' || connection === 'close' ? undefined : connectionTokens(connection)
-  for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || owned.has(name) || nominated?.includes(name) === true) continue
-    // With the cors plugin, the gateway alone decides CORS: an upstream's allow headers would override it.
-    if (corsOwned && name.startsWith('access-control-')) continue
-    const value = headers[name]
-    reply.header(name, name === 'location' && typeof value === 'string' ? clientLocation(value, prefix, bases) : value)
-  }
-}
-
 /** What reply-from actually passes to `onResponse` (its typings say ServerResponse). */
 interface UpstreamResponse { headers: IncomingHttpHeaders, stream: Readable }
 
-/** A failure the breaker counts: the upstream answered with a failure status (5xx). */
-class UpstreamStatusError extends Error {
-  readonly code = 'GATEWAY_UPSTREAM_STATUS'
-}
-
-/**
- * A proxied call that runs in a breaker, until its outcome is reported. `verdict` is what the
- * upstream's status says (null: success), known in onResponse and reported once the body is through.
- */
-interface PendingOutcome {
-  report: (failure: Error | undefined) => void
-  verdict: Error | null | undefined
-}
-const outcomes = new WeakMap<object, PendingOutcome>()
-// A client that went away, or a response that ended without our hooks: not the upstream's fault.
-const RESPONSE_CLOSED = 'GATEWAY_RESPONSE_CLOSED'
-
 // The target a request was sent to, when its service has several: its outcome feeds passive health.
 const picked = new WeakMap<object, BalancedTarget<unknown>>()
-
-function settle (request: object, failure: Error | undefined): void {
-  const pending = outcomes.get(request)
-  if (pending === undefined) return
-  outcomes.delete(request)
-  pending.report(failure)
-}
-
-/** The response is closed: the status decides if the whole upstream body was written out, else it is not counted. */
-function settleOnClose (request: FastifyRequest, reply: FastifyReply): void {
-  const pending = outcomes.get(request)
-  if (pending === undefined) return
-  settle(request, pending.verdict !== undefined && reply.raw.writableEnded ? (pending.verdict ?? undefined) : new NotCountedError(RESPONSE_CLOSED))
-}
 
 // undici's refusals of the request itself (a header it cannot send): the client's doing, not the upstream's.
 const REQUEST_REFUSED_CODES: ReadonlySet<string> = new Set(['UND_ERR_NOT_SUPPORTED', 'UND_ERR_INVALID_ARG'])
@@ -183,21 +126,6 @@ function isUpstreamResponseError (error: FastifyError): boolean {
 function isProxyError (error: FastifyError): boolean {
   return error.code === 'GATEWAY_ERR_BODY_TOO_LARGE' || error.code?.startsWith('FST_ERR_CTP_') === true ||
     error.code?.startsWith('FST_REPLY_FROM_') === true
-}
-
-/** GETs `check.path` on every target each interval; the result decides whether the target gets traffic. */
-function startHealthChecks (balancer: Balancer<{ origin: string }>, agent: Agent, check: { path: string, intervalMs: number, timeoutMs: number }): NodeJS.Timeout {
-  const probe = (target: BalancedTarget<{ origin: string }>): void => {
-    agent.request({ origin: target.value.origin, path: check.path, method: 'GET', headersTimeout: check.timeoutMs, bodyTimeout: check.timeoutMs, signal: AbortSignal.timeout(check.timeoutMs) })
-      .then(async (response) => {
-        await response.body.dump()
-        target.setHealthy(response.statusCode >= 200 && response.statusCode < 300)
-      }, () => { target.setHealthy(false) })
-  }
-  const timer = setInterval(() => { for (const target of balancer.targets) probe(target) }, check.intervalMs)
-  timer.unref()
-  for (const target of balancer.targets) probe(target)
-  return timer
 }
 
 function registerService (fastify: FastifyInstance, service: ResolvedService, requestIdHeader: string): void {

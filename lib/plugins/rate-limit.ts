@@ -11,7 +11,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
-import { sendProblem } from '../errors.js'
+import { InvalidOptionError, sendProblem } from '../errors.js'
 import { MemoryStore } from '../internal/memory-store.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
 import { factsOf } from '../internal/request-facts.js'
@@ -71,6 +71,8 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
   const createShared = store === undefined ? undefined : await countingEngine(fastify, { global: false, redis: store as never, nameSpace: options.keyPrefix })
   const checks = new WeakMap<ResolvedLimit, { shared: Check | undefined, local: Check }>()
   const serviceLimits = new Map<string, ResolvedLimit | undefined>()
+  // What the first route of each service declared: every route of a service must carry the same.
+  const serviceDeclared = new Map<string, unknown>()
   // By method and URL, HEAD folded into GET: Fastify's automatic HEAD route shares its GET route's
   // counter, while two routes that share one declared object still get a bucket each.
   const routeLimits = new Map<string, ResolvedLimit | undefined>()
@@ -122,6 +124,12 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     let extra: ResolvedLimit | undefined
     let key: string
     if (service !== undefined) {
+      // The proxy gives all routes of a service one policy object. A route of the team's own naming
+      // the service with another limit (or none) would otherwise set, or lift, the service's limit.
+      if (serviceDeclared.has(service) && serviceDeclared.get(service) !== declared) {
+        throw new InvalidOptionError(`config.gateway of ${url}.service`, `names service "${service}", whose limit is set in services.${service}.rateLimit; leave service out of config.gateway`)
+      }
+      serviceDeclared.set(service, declared)
       if (!serviceLimits.has(service)) serviceLimits.set(service, resolveLimit(declared, `services.${service}.rateLimit`, service) as ResolvedLimit | undefined)
       extra = serviceLimits.get(service)
       key = `service:${service}`

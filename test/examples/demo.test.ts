@@ -13,10 +13,9 @@ const EXIT_TIMEOUT_MS = 15_000
 const LISTENING = /listening on http:\/\/127\.0\.0\.1:(\d+)/
 
 function startDemo (): { child: ChildProcess, output: () => string } {
-  const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'warn' }
-  delete env.USERS_URL
-  delete env.ORDERS_URLS
-  delete env.PAYMENTS_URL
+  // METRICS_PORT 0: never the default 9464, which another process on this machine may hold.
+  const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'warn', METRICS_PORT: '0' }
+  for (const name of ['USERS_URL', 'ORDERS_URLS', 'PAYMENTS_URL', 'JWT_ISSUER', 'JWT_SECRET', 'CORS_ORIGINS', 'METRICS_HOST', 'DEMO_API_KEY']) delete env[name]
   const child = spawn(NODE, ['--import', '@tapjs/typescript/import', 'examples/minimal-gateway/server.ts'], {
     cwd: ROOT,
     env,
@@ -62,8 +61,8 @@ async function waitForExit (child: ChildProcess): Promise<{ code: number | null,
   })
 }
 
-async function getJson (url: string): Promise<{ status: number, requestId: string | null, body: any }> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(5_000), headers: { 'x-api-key': 'demo-key-change-me' } })
+async function getJson (url: string, headers: Record<string, string> = { 'x-api-key': 'demo-key-change-me' }): Promise<{ status: number, requestId: string | null, body: any }> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(5_000), headers })
   return { status: res.status, requestId: res.headers.get('x-request-id'), body: await res.json() }
 }
 
@@ -89,6 +88,21 @@ t.test('npm run demo boots, proxies to the demo upstreams and exits 0 on SIGTERM
   const health = await getJson(`${base}/health`)
   t.equal(health.status, 200)
   t.same(health.body, { ok: true })
+
+  // The printed Bearer token is signed with the demo's own secret.
+  const token = /authorization: Bearer ([\w-]+\.[\w-]+\.[\w-]+)/.exec(output())?.[1]
+  t.ok(token, 'a demo token is printed')
+  const me = await getJson(`${base}/api/v1/me`, { authorization: `Bearer ${token ?? ''}` })
+  t.equal(me.status, 200)
+  t.same(me.body, { id: 'demo-user', scopes: ['reports:read'] })
+
+  // Metrics are on their own listener, whose URL is printed; the public port has none.
+  const metricsUrl = /curl -s (http:\/\/127\.0\.0\.1:\d+\/metrics)/.exec(output())?.[1]
+  t.ok(metricsUrl, 'the metrics URL is printed')
+  const scrape = await fetch(metricsUrl ?? 'http://127.0.0.1:1/metrics', { signal: AbortSignal.timeout(5_000) })
+  t.equal(scrape.status, 200)
+  t.match(await scrape.text(), /gateway_requests_total\{[^}]*service="users"/)
+  t.equal((await getJson(`${base}/metrics`)).status, 404)
 
   child.kill('SIGTERM')
   const exit = await waitForExit(child)

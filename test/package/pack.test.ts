@@ -3,13 +3,17 @@
  * tarball's contents, an install into a scratch project, and ESM, CommonJS and TypeScript
  * consumers using it. Runs the tools of this repo (Node 24, tsc) and the `npm` on PATH.
  *
+ * Last, the acceptance of the starter (issue #9): a new project made as examples/minimal-gateway's
+ * README says — the tarball installed, the starter copied, its two imports renamed to the package —
+ * passes the starter's own tests and type-checks.
+ *
  * The pack runs in a snapshot of the repo (without node_modules, .git, dist), never in the
  * working tree: the build empties dist/ and briefly writes lib/package.json, which would disturb
  * tests and editors running beside it.
  */
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { copyFile, cp, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { delimiter, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -22,10 +26,11 @@ const node = join(bin, 'node')
 const tsc = join(bin, 'tsc')
 
 // Child processes get the repo's tools first on PATH (so npm and the prepack build run on the
-// repo's Node), and none of the variables an outer `npm test` / `npx` sets about this project.
+// repo's Node), and none of the variables an outer `npm test` / `npx` sets about this project, nor
+// the outer tap's (TAP_INCLUDE would make the starter's own tap find no test file).
 const env: NodeJS.ProcessEnv = { PATH: `${bin}${delimiter}${process.env.PATH ?? ''}` }
 for (const [key, value] of Object.entries(process.env)) {
-  if (key === 'PATH' || /^npm_(package_|lifecycle_|command$|config_local_prefix$)/.test(key)) continue
+  if (key === 'PATH' || /^npm_(package_|lifecycle_|command$|config_local_prefix$)/.test(key) || /^(TAP$|TAP_|_TAPJS)/.test(key)) continue
   env[key] = value
 }
 
@@ -180,3 +185,57 @@ for (const flavour of [
     t.ok(check.stdout.includes(join('node_modules/fastify-gateway', flavour.types)), `the types come from ${flavour.types}`)
   })
 }
+
+// examples/minimal-gateway/README.md, "Copy it into your project": these steps, and nothing else.
+const STARTER = join(repo, 'examples', 'minimal-gateway')
+const STARTER_IMPORTS: Array<[string, string]> = [
+  ["'../../lib/index.js'", "'fastify-gateway'"],
+  ["'../../lib/testing/index.js'", "'fastify-gateway/testing'"]
+]
+
+await t.test('a project made from the starter README passes the starter\'s tests', async (t) => {
+  if (tarball === undefined) return t.fail('no tarball to install (npm pack failed)')
+  const project = join(work, 'my-gateway')
+  const devVersion = async (name: string): Promise<string> =>
+    (JSON.parse(await readFile(join(repo, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
+  await mkdir(join(project, 'src'), { recursive: true })
+  await writeFile(join(project, 'package.json'), JSON.stringify({
+    name: 'my-gateway',
+    version: '0.0.0',
+    private: true,
+    type: 'module',
+    scripts: { test: 'tsc -p . && tap' },
+    tap: { 'disable-coverage': true },
+    dependencies: { 'fastify-gateway': `file:${tarball}`, fastify: '^5.0.0' },
+    // The repo's own versions, so that the warm npm cache has them.
+    devDependencies: { tap: await devVersion('tap'), typescript: await devVersion('typescript'), '@types/node': await devVersion('@types/node') }
+  }, null, 2))
+  await writeFile(join(project, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: { target: 'es2023', module: 'nodenext', moduleResolution: 'nodenext', strict: true, noEmit: true, types: ['node'], rootDir: '.', skipLibCheck: true },
+    include: ['src']
+  }, null, 2))
+
+  const install = await run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline'], project, 180_000)
+  if (!t.equal(install.code, 0, 'npm install succeeds', { stderr: install.stderr, signal: install.signal })) return
+
+  const copied: string[] = []
+  for (const file of await readdir(STARTER)) {
+    if (!file.endsWith('.ts')) continue
+    let source = await readFile(join(STARTER, file), 'utf8')
+    for (const [from, to] of STARTER_IMPORTS) source = source.replaceAll(from, to)
+    await writeFile(join(project, 'src', file), source)
+    copied.push(file)
+    t.notOk(source.includes('../../'), `${file} refers to nothing outside the project once the imports are renamed`)
+  }
+  t.ok(copied.includes('gateway.test.ts') && copied.includes('policy.test.ts'), 'the starter\'s tests are copied', { copied })
+
+  const typecheck = await run(join(project, 'node_modules', '.bin', 'tsc'), ['-p', '.'], project, 60_000)
+  t.equal(typecheck.code, 0, 'the copied starter type-checks against the published types (strict, nodenext)',
+    { diagnostics: typecheck.stdout.split('\n').filter((line) => line.includes('error TS')), stderr: typecheck.stderr })
+
+  const tests = await run(join(project, 'node_modules', '.bin', 'tap'), ['--reporter=tap'], project, 120_000)
+  const summary = /# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(tests.stdout)
+  t.equal(tests.code, 0, 'the starter\'s tests pass in the new project', { tail: tests.stdout.slice(-4_000), stderr: tests.stderr, signal: tests.signal })
+  t.ok(summary !== null && Number(summary[1]) > 100 && summary[1] === summary[2], 'every assertion passed', { summary: summary?.[0] })
+  for (const file of ['src/gateway.test.ts', 'src/policy.test.ts']) t.match(tests.stdout, new RegExp(`ok \\d+ - ${file}`), `${file} ran and passed`)
+})

@@ -189,3 +189,21 @@ t.test('with auth: false, a route declaring scopes or an auth mode fails at boot
   t.same((await other.inject({ url: '/y' })).json(), { consumer: null }, 'request.consumer is null, as typed')
   await other.close()
 })
+
+t.test('a misspelt config.gateway key fails at boot instead of leaving the route open', async (t) => {
+  for (const auth of [baseAuth, false] as const) {
+    const other = Fastify()
+    await other.register(gateway, { auth })
+    t.throws(() => other.get('/admin', { config: { gateway: { scope: ['admin'] } as never } }, async () => 'x'), { code: 'GATEWAY_ERR_INVALID_OPTION', message: /config\.gateway of \/admin\.scope/ }, `auth: ${auth === false ? 'false' : 'on'}`)
+    t.throws(() => other.get('/odd', { config: { gateway: 'public' as never } }, async () => 'x'), { code: 'GATEWAY_ERR_INVALID_OPTION' })
+    await other.close()
+  }
+  // Registered before the gateway: it cannot fail at boot, so it fails closed.
+  const early = Fastify()
+  early.get('/admin', { config: { gateway: { scope: ['admin'] } as never } }, async () => 'never')
+  await early.register(gateway, { auth: baseAuth })
+  t.teardown(() => early.close())
+  const response = await early.inject({ url: '/admin', headers: bearer() })
+  t.equal(response.statusCode, 500, 'a valid token without the intended scope does not get through')
+  t.equal(response.json().code, 'GATEWAY_ERR_INTERNAL')
+})

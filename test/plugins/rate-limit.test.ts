@@ -5,7 +5,7 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Pool } from 'undici'
-import { gateway, gatewayServerOptions, type GatewayOptions } from '../../lib/index.js'
+import { gateway, gatewayServerOptions, type GatewayOptions, type GatewayRoutePolicy, type GatewayServiceOptions } from '../../lib/index.js'
 import { createTestUpstream } from '../../lib/testing/index.js'
 import { listen } from '../helpers/gateway.js'
 import { hs256, SECRET } from '../helpers/tokens.js'
@@ -242,4 +242,21 @@ t.test('two routes declared with one shared limit object still have a bucket eac
   t.equal((await app.inject({ url: '/one', headers: as('s') })).statusCode, 200)
   t.equal((await app.inject({ url: '/two', headers: as('s') })).statusCode, 200)
   t.equal((await app.inject({ url: '/one', headers: as('s') })).statusCode, 429)
+})
+
+t.test('a route of the team\'s own naming a service cannot set or lift that service\'s limit', async (t) => {
+  const services: Record<string, GatewayServiceOptions> = { api: { upstream: upstream.url, prefix: '/api', rateLimit: { max: 1000, window: '1m' } } }
+  for (const declared of [{}, { rateLimit: { max: 5, window: '1m' } }] as GatewayRoutePolicy[]) {
+    const app = await build(t, { services })
+    t.throws(() => app.get('/mine', { config: { gateway: { service: 'api', ...declared } } }, async () => 'mine'), { code: 'GATEWAY_ERR_INVALID_OPTION', message: /config\.gateway of \/mine\.service/ }, JSON.stringify(declared))
+  }
+  // Registered before the gateway, it cannot fail at boot: it fails closed, and the service keeps its limit.
+  const early = Fastify({ ...gatewayServerOptions() })
+  early.get('/early', { config: { gateway: { service: 'api' } } }, async () => 'early')
+  await early.register(gateway, { auth: false, services })
+  t.teardown(() => early.close())
+  const response = await early.inject({ url: '/early' })
+  t.equal(response.statusCode, 500)
+  t.equal(response.json().code, 'GATEWAY_ERR_INTERNAL')
+  t.equal((await early.inject({ url: '/api/x' })).headers['ratelimit-policy'], '"api";q=1000;w=60', 'the service\'s own limit is intact')
 })
