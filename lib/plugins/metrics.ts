@@ -1,9 +1,9 @@
 /**
- * metrics: Prometheus metrics for the gateway. fastify-metrics times every request into
- * `http_request_duration_seconds{method,route,status_code}`; this plugin adds the gateway's own
- * counters, read from the facts the policy plugins record (lib/internal/request-facts.ts) in one
- * `onResponse` hook, and breaker state read at scrape time. Labels are bounded: the route pattern
- * (or `unmatched`), never a raw URL, a consumer id or a credential.
+ * metrics: Prometheus metrics for the gateway, written in one `onResponse` hook: the request
+ * duration by route pattern, and the gateway's own counters, read from the facts the policy plugins
+ * record (lib/internal/request-facts.ts); breaker state is read at scrape time; fastify-metrics
+ * collects the process metrics. Labels are bounded: the route pattern (or `unmatched`), never a raw
+ * URL, a consumer id or a credential.
  */
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -62,7 +62,7 @@ declare module 'fastify' {
 const DEFAULT_BUCKETS = Object.freeze([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30])
 const STATUS_CLASS = ['0xx', '1xx', '2xx', '3xx', '4xx', '5xx']
 // fastify-metrics decorates the instance under the name it is given: a symbol claims no name.
-const kHttpMetrics = Symbol('fastify-gateway.http-metrics')
+const kFastifyMetrics = Symbol('fastify-gateway.fastify-metrics')
 // fastify-metrics ships only `exports.default` (TOOLCHAIN.md): normalise once for ESM and CJS.
 const fastifyMetrics = ('default' in fastifyMetricsModule ? fastifyMetricsModule.default : fastifyMetricsModule) as FastifyPluginCallback<Partial<IMetricsPluginOptions>>
 
@@ -123,6 +123,7 @@ function createGatewayMetrics (fastify: FastifyInstance, registry: Registry, buc
   const breakers = (): ReturnType<FastifyInstance['gateway']['breakers']> => fastify.hasDecorator('gateway') ? fastify.gateway.breakers() : []
   const seenTransitions = new Map<object, Record<string, number>>()
   return {
+    httpDuration: new Histogram({ name: 'http_request_duration_seconds', help: 'Request duration, from arrival to the end of the response, by route pattern', labelNames: ['method', 'route', 'status_code'], buckets, registers }),
     requests: new Counter({ name: 'gateway_requests_total', help: 'Requests answered, by service, route pattern, method and status class', labelNames: ['service', 'route', 'method', 'status_class'], registers }),
     upstreamDuration: new Histogram({ name: 'gateway_upstream_duration_seconds', help: 'From the upstream call to its response headers (or its failure)', labelNames: ['service', 'status_class'], buckets, registers }),
     upstreamErrors: new Counter({ name: 'gateway_upstream_errors_total', help: 'Upstream calls that failed or were refused before the call (circuit_open, busy)', labelNames: ['service', 'kind'], registers }),
@@ -189,23 +190,19 @@ async function listenForScrapes (registry: Registry, path: string, port: number,
 
 const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics (fastify, input) {
   const { registry, path, expose, processMetrics, buckets } = normalizeMetricsOptions(input)
+  // Process metrics only: its route timing (an onRequest hook, a WeakMap and labels hashed on every
+  // request) cost more than the rest of this plugin together; the duration comes from Fastify's
+  // own start time (reply.elapsedTime) in the one hook below (docs/design.md § v).
   await fastify.register(fastifyMetrics, {
-    name: kHttpMetrics as never,
+    name: kFastifyMetrics as never,
     endpoint: null,
     promClient,
     defaultMetrics: { enabled: processMetrics, register: registry },
-    routeMetrics: {
-      enabled: { histogram: true, summary: false },
-      // Every request is timed; one that matched no route is labelled `unmatched`, never by its URL.
-      registeredRoutesOnly: false,
-      invalidRouteGroup: 'unmatched',
-      // The summary is off, but fastify-metrics creates it anyway: registered nowhere, it costs nothing.
-      overrides: { histogram: { buckets, registers: [registry] }, summary: { registers: [] } }
-    }
+    routeMetrics: { enabled: false }
   })
   const series = createGatewayMetrics(fastify, registry, buckets)
-  // Children by label values: bounded (routes × methods × status classes), and no label hashing per request.
-  const requestCounters = new Map<string, { inc: () => void }>()
+  // Children by label values: bounded (routes × methods × statuses), and no label hashing per request.
+  const perResponse = new Map<string, { requests: { inc: () => void }, duration: { observe: (seconds: number) => void } }>()
   const upstreamTimers = new Map<string, { observe: (seconds: number) => void }>()
 
   fastify.addHook('onResponse', function countResponse (request: FastifyRequest, reply: FastifyReply, done) {
@@ -213,14 +210,18 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics
     const config = request.routeOptions.config as { url?: string, gateway?: GatewayRoutePolicy }
     const route = config.url ?? 'unmatched'
     const service = config.gateway?.service ?? ''
-    const klass = statusClass(reply.statusCode)
-    const key = `${service}\n${route}\n${request.method}\n${klass}`
-    let counter = requestCounters.get(key)
-    if (counter === undefined) {
-      counter = series.requests.labels({ service, route, method: request.method, status_class: klass })
-      requestCounters.set(key, counter)
+    const status = reply.statusCode
+    const key = `${service}\n${route}\n${request.method}\n${status}`
+    let children = perResponse.get(key)
+    if (children === undefined) {
+      children = {
+        requests: series.requests.labels({ service, route, method: request.method, status_class: statusClass(status) }),
+        duration: series.httpDuration.labels({ method: request.method, route, status_code: String(status) })
+      }
+      perResponse.set(key, children)
     }
-    counter.inc()
+    children.requests.inc()
+    children.duration.observe(reply.elapsedTime / 1000)
     const facts = recordedFacts(request)
     if (facts !== undefined) {
       if (facts.upstreamMs !== undefined) {

@@ -46,7 +46,7 @@ t.test('10,000 requests to random unmatched paths do not grow the number of seri
   t.equal(seriesCount(text), before, 'same number of series after 10,000 distinct paths')
   t.equal(sample(text, 'gateway_requests_total', { route: 'unmatched', status_class: '4xx' }), 10_100)
   t.notMatch(text, /random\//, 'no raw path in any label')
-  t.match(text, /http_request_duration_seconds_count\{[^}]*route="unmatched"/, 'fastify-metrics labels them unmatched too')
+  t.match(text, /http_request_duration_seconds_count\{[^}]*route="unmatched"/, 'the duration histogram labels them unmatched too')
 })
 
 t.test('/metrics needs a credential by default; public and allowlisted exposure', async (t) => {
