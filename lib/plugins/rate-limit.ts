@@ -236,20 +236,38 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     return await Promise.all(batch.map(async (limit) => await (checks.get(limit)?.local as Check)(request))) as Counted[]
   }
 
+  // A limit's RateLimit-Policy item changes only with its max (a function of the consumer for plan
+  // tiers): built once per limit and max, not per request.
+  const policyItems = new WeakMap<ResolvedLimit, Map<number, string>>()
+  function policyItem (limit: ResolvedLimit, max: number): string {
+    let byMax = policyItems.get(limit)
+    if (byMax === undefined) {
+      byMax = new Map()
+      policyItems.set(limit, byMax)
+    }
+    let item = byMax.get(max)
+    if (item === undefined) {
+      item = `"${limit.name}";q=${max};w=${Math.ceil(limit.windowMs / 1000)}`
+      // Plan tiers are few; a max() returning many values must not grow this without bound.
+      if (byMax.size < 64) byMax.set(max, item)
+    }
+    return item
+  }
+
   /** Counts and decides; true when it answered the request (429 or 503). */
   async function enforce (request: FastifyRequest, reply: FastifyReply, limits: RouteLimits): Promise<boolean> {
     const personal = await count(request, limits.personal)
     if (personal === 'closed') return refuseForStore(reply)
     if (personal === 'open') return false
     const evaluated: Array<[ResolvedLimit, Counted]> = limits.personal.map((limit, i) => [limit, personal[i]])
-    if (!evaluated.some(([limit, result]) => result.isExceeded && !limit.dryRun)) {
+    if (limits.shared.length > 0 && !evaluated.some(([limit, result]) => result.isExceeded && !limit.dryRun)) {
       const shared = await count(request, limits.shared)
       if (shared === 'closed') return refuseForStore(reply)
       if (shared !== 'open') limits.shared.forEach((limit, i) => evaluated.push([limit, shared[i]]))
     }
 
-    const policies: string[] = []
-    const states: string[] = []
+    let policies = ''
+    let states = ''
     let retryAfter = 0
     let refusedBy: string | undefined
     let tightest: Counted | undefined
@@ -258,15 +276,16 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
         if (result.isExceeded) request.log.info({ limit: limit.name, key: result.key }, 'rate limit would block (dry run)')
         continue
       }
-      policies.push(`"${limit.name}";q=${result.max};w=${Math.ceil(limit.windowMs / 1000)}`)
-      states.push(`"${limit.name}";r=${result.remaining};t=${result.ttlInSeconds}`)
+      const separator = policies === '' ? '' : ', '
+      policies += separator + policyItem(limit, result.max)
+      states += `${separator}"${limit.name}";r=${result.remaining};t=${result.ttlInSeconds}`
       if (result.isExceeded) {
         retryAfter = Math.max(retryAfter, result.ttlInSeconds, 1)
         refusedBy ??= limit.name
       }
       if (tightest === undefined || result.remaining < tightest.remaining) tightest = result
     }
-    if (policies.length > 0) reply.header('ratelimit-policy', policies.join(', ')).header('ratelimit', states.join(', '))
+    if (policies !== '') reply.header('ratelimit-policy', policies).header('ratelimit', states)
     if (options.legacyHeaders && tightest !== undefined) {
       reply.header('x-ratelimit-limit', tightest.max).header('x-ratelimit-remaining', tightest.remaining).header('x-ratelimit-reset', tightest.ttlInSeconds)
     }
