@@ -28,9 +28,23 @@ const ALL_SCENARIOS = {
   'get-64k': { method: 'GET', path: '/api/large' },
   'post-1k': { method: 'POST', path: '/api/echo', body: JSON.stringify({ data: 'x'.repeat(1000) }).slice(0, 1024) }
 }
-const candidates = process.env.ONLY ? process.env.ONLY.split(',') : ALL_CANDIDATES
 const scenarios = process.env.SCENARIOS ? process.env.SCENARIOS.split(',') : Object.keys(ALL_SCENARIOS)
-const hasWrk = (() => { try { execFileSync('wrk', ['-v'], { stdio: 'ignore' }); return true } catch (error) { return error.status === 1 } })()
+const has = (command, args) => { try { execFileSync(command, args, { stdio: 'ignore' }); return true } catch (error) { return error.status === 1 } }
+// A fresh machine: as root on Debian, install what the benchmark needs (bounded in time); otherwise
+// do without (autocannon instead of wrk; no Redis candidate without redis-server).
+function ensureDebianPackage (command, args, pkg) {
+  if (has(command, args)) return true
+  if (process.getuid?.() !== 0 || !has('apt-get', ['--version'])) return false
+  console.log(`installing ${pkg} from Debian`)
+  try {
+    execFileSync('sh', ['-c', `apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${pkg} >/dev/null`], { stdio: 'inherit', timeout: 180_000 })
+  } catch {}
+  return has(command, args)
+}
+const hasWrk = ensureDebianPackage('wrk', ['-v'], 'wrk')
+const hasRedis = ensureDebianPackage('redis-server', ['--version'], 'redis-server')
+const candidates = (process.env.ONLY ? process.env.ONLY.split(',') : ALL_CANDIDATES)
+  .filter((name) => name !== 'gateway-full-redis' || hasRedis || console.log('redis-server not available: gateway-full-redis skipped'))
 
 function start (args, env = {}) {
   const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
@@ -111,11 +125,11 @@ const median = (values) => { const sorted = [...values].sort((a, b) => a - b); r
 async function main () {
   const started = Date.now()
   const upstream = await start(['bench/upstream.mjs'])
-  const redis = await startTestRedis()
+  const redis = hasRedis ? await startTestRedis() : undefined
   const idp = await createIdentityProvider({ audience: 'bench' })
   const rs256 = idp.sign({ sub: 'bench-user', aud: 'bench', exp: Math.floor(Date.now() / 1000) + 3600 })
   const hs256 = createSigner({ key: HMAC_SECRET, algorithm: 'HS256' })({ sub: 'bench-user', aud: 'bench', exp: Math.floor(Date.now() / 1000) + 3600 })
-  const env = { UPSTREAM: `http://127.0.0.1:${upstream.port}`, REDIS_URL: redis.url, JWKS_ISSUER: idp.issuer, JWKS_URI: idp.jwksUri, HMAC_SECRET }
+  const env = { UPSTREAM: `http://127.0.0.1:${upstream.port}`, REDIS_URL: redis?.url ?? '', JWKS_ISSUER: idp.issuer, JWKS_URI: idp.jwksUri, HMAC_SECRET }
   // TOKEN=hs256 measures the HMAC path instead of RS256 through the local JWKS.
   const token = process.env.TOKEN === 'hs256' ? hs256 : rs256
   const headersFor = (candidate) => candidate.startsWith('gateway-') && candidate !== 'gateway-proxy' ? { authorization: `Bearer ${token}` } : {}
@@ -160,12 +174,20 @@ async function main () {
     }
   } finally {
     await stop(upstream.child)
-    await redis.stop()
+    await redis?.stop()
     await idp.close()
   }
 }
 
 function report (results, latency, elapsedMs) {
+  // Ratios are the median of the ratios measured in the same round: the machine drifts by ±25 %
+  // between rounds, far less between two candidates of one round.
+  const roundRatio = (name, a, b, field) => {
+    const x = results[`${name} ${a}`]
+    const y = results[`${name} ${b}`]
+    if (x === undefined || y === undefined) return undefined
+    return median(x.map((run, i) => run[field] / y[i][field]))
+  }
   const summary = {}
   for (const [key, runs] of Object.entries(results)) {
     summary[key] = {
@@ -186,18 +208,17 @@ function report (results, latency, elapsedMs) {
       const s = summary[`${name} ${candidate}`]
       if (!s) continue
       const cpu = candidate === 'direct' ? '—' : s.cpu.toFixed(1)
-      rows.push(`| ${name} | ${candidate} | ${s.rps.toFixed(0)} | ${direct ? (s.rps / direct.rps).toFixed(2) : '—'} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${cpu} | ${base && candidate !== 'direct' ? (s.cpu / base.cpu).toFixed(2) : '—'} | ${candidate === 'direct' ? '—' : s.rss.toFixed(0)} | ${s.non2xx} | ${s.errors} |`)
+      rows.push(`| ${name} | ${candidate} | ${s.rps.toFixed(0)} | ${direct ? (s.rps / direct.rps).toFixed(2) : '—'} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${cpu} | ${base && candidate !== 'direct' ? roundRatio(name, candidate, 'reply-from', 'cpuUsPerRequest').toFixed(2) : '—'} | ${candidate === 'direct' ? '—' : s.rss.toFixed(0)} | ${s.non2xx} | ${s.errors} |`)
     }
   }
-  const get = (candidate) => summary[`get-small ${candidate}`]
-  const ratio = (a, b, f) => (a && b) ? f(a, b).toFixed(2) : 'n/a'
+  const ratio = (a, b, field) => { const value = roundRatio('get-small', a, b, field); return value === undefined ? 'n/a' : value.toFixed(2) }
   const targets = [
-    ['Proxy only: CPU/req ≤ 1.05 × bare reply-from', ratio(get('gateway-proxy'), get('reply-from'), (a, b) => a.cpu / b.cpu), 1.05, '≤'],
-    ['Full policy, memory store: CPU/req ≤ 1.25 × bare reply-from', ratio(get('gateway-full'), get('reply-from'), (a, b) => a.cpu / b.cpu), 1.25, '≤'],
-    ['Full policy, memory store: req/s ≥ 0.85 × bare http-proxy', ratio(get('gateway-full'), get('http-proxy'), (a, b) => a.rps / b.rps), 0.85, '≥'],
-    ['Full policy, Redis store: CPU/req ≤ 1.4 × bare reply-from', ratio(get('gateway-full-redis'), get('reply-from'), (a, b) => a.cpu / b.cpu), 1.4, '≤'],
-    ['Memory store cost: CPU/req gateway-full ÷ gateway-auth (same gateway, no limits)', ratio(get('gateway-full'), get('gateway-auth'), (a, b) => a.cpu / b.cpu), undefined],
-    ['Redis store cost: CPU/req gateway-full-redis ÷ gateway-auth', ratio(get('gateway-full-redis'), get('gateway-auth'), (a, b) => a.cpu / b.cpu), undefined]
+    ['Proxy only: CPU/req ≤ 1.05 × bare reply-from', ratio('gateway-proxy', 'reply-from', 'cpuUsPerRequest'), 1.05, '≤'],
+    ['Full policy, memory store: CPU/req ≤ 1.25 × bare reply-from', ratio('gateway-full', 'reply-from', 'cpuUsPerRequest'), 1.25, '≤'],
+    ['Full policy, memory store: req/s ≥ 0.85 × bare http-proxy', ratio('gateway-full', 'http-proxy', 'rps'), 0.85, '≥'],
+    ['Full policy, Redis store: CPU/req ≤ 1.4 × bare reply-from', ratio('gateway-full-redis', 'reply-from', 'cpuUsPerRequest'), 1.4, '≤'],
+    ['Memory store cost: CPU/req gateway-full ÷ gateway-auth (same gateway, no limits)', ratio('gateway-full', 'gateway-auth', 'cpuUsPerRequest'), undefined],
+    ['Redis store cost: CPU/req gateway-full-redis ÷ gateway-auth', ratio('gateway-full-redis', 'gateway-auth', 'cpuUsPerRequest'), undefined]
   ]
   const addedP50 = latency['gateway-full'] && latency.direct ? latency['gateway-full'].p50 - latency.direct.p50 : NaN
   const addedP99 = latency['gateway-full'] && latency.direct ? latency['gateway-full'].p99 - latency.direct.p99 : NaN
@@ -208,7 +229,7 @@ function report (results, latency, elapsedMs) {
 Generated by \`npm run bench\` (bench/run.mjs) on ${new Date().toISOString().slice(0, 10)} in ${(elapsedMs / 60000).toFixed(1)} min.
 Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, Node ${process.version}.
 Versions: ${versions}.
-Load: ${hasWrk ? 'wrk' : 'autocannon'}, ${CONNECTIONS} connections, ${ROUNDS} interleaved rounds × ${DURATION} s after a ${WARMUP} s warm-up; medians shown.
+Load: ${hasWrk ? 'wrk' : 'autocannon'}, ${CONNECTIONS} connections, ${ROUNDS} interleaved rounds × ${DURATION} s after a ${WARMUP} s warm-up; medians shown, and ratios are the median of the ratios within each round.
 
 Load generator, candidate and upstream share 2 cores, so absolute req/s swing run to run: compare
 the ratios, and CPU µs per request of the candidate process (user + sys from /proc ÷ requests).
@@ -236,7 +257,7 @@ ${rows.join('\n')}
 
 ## Rerun
 
-\`npm run bench\` (builds first; installs nothing: install wrk with \`apt-get install wrk\` for the lighter load generator).
+\`npm run bench\` (builds first; as root on Debian it installs wrk and redis-server when missing, else it uses autocannon and skips the Redis candidate).
 Environment: \`ROUNDS\`, \`DURATION\`, \`WARMUP\`, \`CONNECTIONS\`, \`ONLY=gateway-proxy,reply-from\`, \`SCENARIOS=get-small\`.
 `
   const file = process.env.BENCH_OUTPUT ?? 'docs/benchmarks.md'

@@ -6,7 +6,14 @@
 import createError from '@fastify/error'
 import type { FastifyReply } from 'fastify'
 
-/** Status and title of every problem the gateway answers with. */
+/**
+ * Status and title of every problem the gateway answers with.
+ *
+ * @example
+ * ```ts
+ * const { status, title } = GATEWAY_ERRORS.GATEWAY_ERR_RATE_LIMITED // 429, 'Too many requests'
+ * ```
+ */
 export const GATEWAY_ERRORS = {
   GATEWAY_ERR_BAD_REQUEST: { status: 400, title: 'Bad request' },
   GATEWAY_ERR_BAD_REQUEST_TARGET: { status: 400, title: 'Bad request target' },
@@ -28,10 +35,27 @@ export const GATEWAY_ERRORS = {
   GATEWAY_ERR_UPSTREAM_TIMEOUT: { status: 504, title: 'Upstream timeout' }
 } as const satisfies Record<string, { status: number, title: string }>
 
-/** A code the gateway can answer a request with. */
+/**
+ * A code the gateway can answer a request with.
+ *
+ * @example
+ * ```ts
+ * function isUpstreamTrouble (code: GatewayErrorCode): boolean {
+ *   return code === 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE' || code === 'GATEWAY_ERR_UPSTREAM_TIMEOUT' || code === 'GATEWAY_ERR_CIRCUIT_OPEN'
+ * }
+ * ```
+ */
 export type GatewayErrorCode = keyof typeof GATEWAY_ERRORS
 
-/** The body of every response the gateway itself produces (`application/problem+json`). */
+/**
+ * The body of every response the gateway itself produces (`application/problem+json`).
+ *
+ * @example
+ * ```ts
+ * const response = await app.inject({ url: '/api/v1/orders' })
+ * const problem = response.json<GatewayProblem>() // { type, title, status: 401, code: 'GATEWAY_ERR_UNAUTHENTICATED', requestId }
+ * ```
+ */
 export interface GatewayProblem {
   type: string
   title: string
@@ -41,11 +65,24 @@ export interface GatewayProblem {
   detail?: string
 }
 
+/**
+ * The content type of every problem document the gateway sends (RFC 9457).
+ *
+ * @example
+ * ```ts
+ * reply.code(400).header('content-type', PROBLEM_CONTENT_TYPE).send(problemBody('GATEWAY_ERR_BAD_REQUEST', request.id))
+ * ```
+ */
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8'
 
 /**
  * Build the problem document for `code`. `detail` must never carry an upstream address, a stack, a
  * token or a library message: callers pass fixed strings only.
+ *
+ * @example
+ * ```ts
+ * socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\n\r\n${problemBody('GATEWAY_ERR_BAD_REQUEST', randomUUID())}`)
+ * ```
  */
 export function problemBody (code: GatewayErrorCode, requestId: string, detail?: string): string {
   const { status, title } = GATEWAY_ERRORS[code]
@@ -76,7 +113,18 @@ export function sendProblem<Reply extends FastifyReply<any, any, any, any, any, 
   return reply
 }
 
-/** Thrown at registration when an option is invalid; the message names the option path. */
+/**
+ * Thrown at registration when an option is invalid; the message names the option path.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await app.register(gateway, { auth: false, services: { users: { upstream: 'ftp://users', prefix: '/users' } } })
+ * } catch (error) {
+ *   console.error((error as { code: string }).code) // GATEWAY_ERR_INVALID_OPTION, naming services.users.upstream
+ * }
+ * ```
+ */
 export const InvalidOptionError = createError<[string, string]>(
   'GATEWAY_ERR_INVALID_OPTION', 'Invalid gateway option "%s": %s', 500, TypeError)
 

@@ -20,7 +20,21 @@ import { rateLimit } from './plugins/rate-limit.js'
 import { requestGuard } from './plugins/request-guard.js'
 import type { AuthOptions, GatewayServiceOptions, RateLimitOptions } from './types.js'
 
-/** Options of the {@link gateway} umbrella plugin. */
+/**
+ * Options of the {@link gateway} umbrella plugin.
+ *
+ * @example
+ * ```ts
+ * const options: GatewayOptions = {
+ *   auth: { jwt: { issuer: 'https://id.example.com/', audience: 'orders-api' }, public: ['GET /api/v1/status'] },
+ *   rateLimit: { perConsumer: { max: 100, window: '1m' } },
+ *   metrics: { expose: { port: 9464 } },
+ *   health: true,
+ *   services: { orders: { upstream: 'http://orders:8002', prefix: '/api/v1/orders' } }
+ * }
+ * await app.register(gateway, options)
+ * ```
+ */
 export interface GatewayOptions {
   /** Request id header handling (see {@link correlationId}). */
   correlationId?: CorrelationIdOptions

@@ -13,7 +13,14 @@ import { isPlainObject, optionalObject, rejectUnknownKeys, stringList } from './
 import { CENSOR, createRequestSerializer, CREDENTIAL_HEADERS, CREDENTIAL_QUERY_PARAMETERS, credentialHeaderPaths } from './internal/redaction.js'
 import { requestIdGenerator } from './plugins/correlation-id.js'
 
-/** Options of {@link gatewayServerOptions}. */
+/**
+ * Options of {@link gatewayServerOptions}.
+ *
+ * @example
+ * ```ts
+ * const app = Fastify({ ...gatewayServerOptions({ requestTimeout: '30s', idleTimeout: '65s', logger: { level: 'info' }, redact: { headers: ['x-partner-key'] } }) })
+ * ```
+ */
 export interface GatewayServerOptions {
   /** Request id header, as given to `correlationId`. Default `x-request-id`. */
   requestIdHeader?: string

@@ -11,13 +11,28 @@ import type { FastifyInstance } from 'fastify'
 import { toMilliseconds, type Duration } from './internal/duration.js'
 import { optionalObject, rejectUnknownKeys } from './internal/options.js'
 
-/** Options of {@link closeGracefully}. */
+/**
+ * Options of {@link closeGracefully}.
+ *
+ * @example
+ * ```ts
+ * await closeGracefully(app, { deadline: '25s' }) // under Kubernetes' 30 s terminationGracePeriodSeconds
+ * ```
+ */
 export interface CloseGracefullyOptions {
   /** Longest wait for in-flight requests; then every remaining connection is closed. Default 10 s. */
   deadline?: Duration
 }
 
-/** What {@link closeGracefully} resolves with. */
+/**
+ * What {@link closeGracefully} resolves with.
+ *
+ * @example
+ * ```ts
+ * const { forced } = await closeGracefully(app, { deadline: '10s' })
+ * process.exit(forced ? 1 : 0)
+ * ```
+ */
 export interface CloseGracefullyResult {
   /** True when the deadline passed and connections still busy were cut off. */
   forced: boolean

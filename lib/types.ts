@@ -4,7 +4,14 @@ import type { Duration } from './internal/duration.js'
 
 export type { Duration }
 
-/** Upstream timeouts. One duration applies to both `headers` and `body`. */
+/**
+ * Upstream timeouts. One duration applies to both `headers` and `body`.
+ *
+ * @example
+ * ```ts
+ * services: { reports: { upstream: 'http://reports:8004', prefix: '/api/v1/reports', timeout: { connect: '2s', headers: '20s', body: '1m' } } }
+ * ```
+ */
 export interface GatewayTimeouts {
   /** TCP (and TLS) connect. Default 5 s. */
   connect?: Duration
@@ -14,7 +21,21 @@ export interface GatewayTimeouts {
   body?: Duration
 }
 
-/** One upstream service: the routes under `prefix` are proxied to `upstream`. */
+/**
+ * One upstream service: the routes under `prefix` are proxied to `upstream`.
+ *
+ * @example
+ * ```ts
+ * const users: GatewayServiceOptions = {
+ *   upstream: ['http://users-1:8001', 'http://users-2:8001'],
+ *   prefix: '/api/v1/users',
+ *   timeout: '10s',
+ *   rateLimit: { max: 1000, window: '1m' },
+ *   breaker: { errorThresholdPercentage: 50, resetTimeout: '30s' },
+ *   fallback: { status: 200, body: { users: [], degraded: true } }
+ * }
+ * ```
+ */
 export interface GatewayServiceOptions {
   /** Base URL of the upstream (`http:` or `https:`), or several, used round-robin. */
   upstream: string | readonly string[]
@@ -64,7 +85,15 @@ export interface GatewayServiceOptions {
   breaker?: import('./plugins/breaker.js').BreakerPolicy | false
 }
 
-/** Per-route gateway policy, declared next to the route in `config.gateway`. */
+/**
+ * Per-route gateway policy, declared next to the route in `config.gateway`.
+ *
+ * @example
+ * ```ts
+ * app.get('/api/v1/me', { config: { gateway: { scopes: ['profile:read'] } } }, async (request) => request.consumer)
+ * app.get('/api/v1/status', { config: { gateway: { public: true, rateLimit: false } } }, async () => ({ ok: true }))
+ * ```
+ */
 export interface GatewayRoutePolicy {
   /** Reachable without a credential: no auth, `request.consumer` stays null. */
   public?: boolean
@@ -78,7 +107,14 @@ export interface GatewayRoutePolicy {
   rateLimit?: RateLimitPolicy | false
 }
 
-/** One rate limit: at most `max` requests per `window` (fixed window from a key's first hit). */
+/**
+ * One rate limit: at most `max` requests per `window` (fixed window from a key's first hit).
+ *
+ * @example
+ * ```ts
+ * const perPlan: RateLimitPolicy = { max: (consumer) => consumer?.claims.plan === 'gold' ? 1000 : 100, window: '1m' }
+ * ```
+ */
 export interface RateLimitPolicy {
   /** Requests per window; a function gives plan tiers (called with the verified consumer, null when anonymous). */
   max: number | ((consumer: Consumer | null) => number)
@@ -89,14 +125,32 @@ export interface RateLimitPolicy {
   dryRun?: boolean
 }
 
-/** The subset of an ioredis client (`Redis` or `Cluster`) the rate-limit store uses. */
+/**
+ * The subset of an ioredis client (`Redis` or `Cluster`) the rate-limit store uses.
+ *
+ * @example
+ * ```ts
+ * import { Redis } from 'ioredis'
+ * const store: RateLimitRedisClient = new Redis(process.env.REDIS_URL, { enableOfflineQueue: false, commandTimeout: 100, maxRetriesPerRequest: 1 })
+ * ```
+ */
 export interface RateLimitRedisClient {
   defineCommand: (name: string, definition: { numberOfKeys: number, lua: string }) => void
   /** Used by the health plugin's readiness check to find out whether the store is back. */
   ping?: () => Promise<unknown>
 }
 
-/** Options of the rate-limit plugin. */
+/**
+ * Options of the rate-limit plugin.
+ *
+ * @example
+ * ```ts
+ * await app.register(gateway, {
+ *   auth,
+ *   rateLimit: { store: redis, perConsumer: { max: 100, window: '1m' }, onStoreError: 'local', storeTimeout: '100ms' }
+ * })
+ * ```
+ */
 export interface RateLimitOptions {
   /**
    * Shared counters: an ioredis `Redis` or `Cluster` created by you (never closed by the gateway),
@@ -135,7 +189,17 @@ export interface ConsumerClaims {
   [claim: string]: unknown
 }
 
-/** The verified caller of a request (`request.consumer`). */
+/**
+ * The verified caller of a request (`request.consumer`).
+ *
+ * @example
+ * ```ts
+ * app.get('/api/v1/me', async (request) => {
+ *   const consumer: Consumer | null = request.consumer
+ *   return { id: consumer?.id, kind: consumer?.kind, scopes: consumer?.scopes }
+ * })
+ * ```
+ */
 export interface Consumer {
   /** JWT `sub`, or the API key's consumer id. */
   readonly id: string
@@ -144,7 +208,15 @@ export interface Consumer {
   readonly claims: Readonly<ConsumerClaims>
 }
 
-/** What an API key maps to: in `auth.apiKeys.keys` or returned by `auth.apiKeys.lookup`. */
+/**
+ * What an API key maps to: in `auth.apiKeys.keys` or returned by `auth.apiKeys.lookup`.
+ *
+ * @example
+ * ```ts
+ * const lookup = async (key: string): Promise<ApiKeyConsumer | null> =>
+ *   key === process.env.PARTNER_KEY ? { id: 'partner-1', scopes: ['orders:read'], claims: { plan: 'gold' } } : null
+ * ```
+ */
 export interface ApiKeyConsumer {
   id: string
   scopes?: readonly string[]
@@ -162,10 +234,24 @@ declare module 'fastify' {
   }
 }
 
-/** Signature algorithms a JWKS issuer may be pinned to (never `none`, never HMAC). */
+/**
+ * Signature algorithms a JWKS issuer may be pinned to (never `none`, never HMAC).
+ *
+ * @example
+ * ```ts
+ * const issuer = { issuer: 'https://id.example.com/', algorithms: ['ES256'] as AsymmetricAlgorithm[] }
+ * ```
+ */
 export type AsymmetricAlgorithm = 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'PS384' | 'PS512' | 'ES256' | 'ES384' | 'ES512' | 'EdDSA'
 
-/** One issuer whose keys come from its JWKS. */
+/**
+ * One issuer whose keys come from its JWKS.
+ *
+ * @example
+ * ```ts
+ * const partners: JwksIssuerOptions = { issuer: 'https://login.partner.example/', audience: 'orders-api', algorithms: ['RS256', 'PS256'] }
+ * ```
+ */
 export interface JwksIssuerOptions {
   /** The exact `iss` value; also where discovery looks (`/.well-known/openid-configuration`). */
   issuer: string
@@ -177,7 +263,18 @@ export interface JwksIssuerOptions {
   audience?: string | readonly string[]
 }
 
-/** Bearer JWTs: an HMAC secret, one or more JWKS issuers, or both. */
+/**
+ * Bearer JWTs: an HMAC secret, one or more JWKS issuers, or both.
+ *
+ * @example
+ * ```ts
+ * const jwt: AuthJwtOptions = {
+ *   issuers: [{ issuer: 'https://id.example.com/', audience: 'orders-api' }],
+ *   secret: process.env.INTERNAL_JWT_SECRET, // HS256 tokens minted by your own services
+ *   clockTolerance: '5s'
+ * }
+ * ```
+ */
 export interface AuthJwtOptions {
   /** HMAC secret (at least 32 bytes) for HS256/384/512 tokens. */
   secret?: string | Buffer
@@ -203,7 +300,16 @@ export interface AuthJwtOptions {
   cacheSize?: number
 }
 
-/** API keys from a header (or, opted in, a query parameter). */
+/**
+ * API keys from a header (or, opted in, a query parameter).
+ *
+ * @example
+ * ```ts
+ * import { createHash } from 'node:crypto'
+ * const digest = createHash('sha256').update(process.env.PARTNER_KEY ?? '').digest('hex')
+ * const apiKeys: AuthApiKeyOptions = { header: 'x-api-key', keys: { [digest]: { id: 'partner-1', scopes: ['orders:read'] } } }
+ * ```
+ */
 export interface AuthApiKeyOptions {
   /** Header carrying the key. Default `x-api-key`. */
   header?: string
@@ -221,7 +327,18 @@ export interface AuthApiKeyOptions {
   lookupTimeout?: Duration
 }
 
-/** Options of the auth plugin: every route needs a credential unless it is public. */
+/**
+ * Options of the auth plugin: every route needs a credential unless it is public.
+ *
+ * @example
+ * ```ts
+ * const auth: AuthOptions = {
+ *   jwt: { issuer: 'https://id.example.com/', audience: 'orders-api' },
+ *   apiKeys: { lookup: async (key) => await findConsumerByKeyHash(key) },
+ *   public: ['GET /api/v1/status', '/docs/*']
+ * }
+ * ```
+ */
 export interface AuthOptions {
   jwt?: AuthJwtOptions
   apiKeys?: AuthApiKeyOptions

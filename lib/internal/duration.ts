@@ -1,6 +1,13 @@
 import { InvalidOptionError } from '../errors.js'
 
-/** Milliseconds as a number, or a string such as `'500ms'`, `'30s'`, `'1m'`, `'1h'`. */
+/**
+ * Milliseconds as a number, or a string such as `'500ms'`, `'30s'`, `'1m'`, `'1h'`.
+ *
+ * @example
+ * ```ts
+ * const timeout: Duration = '10s' // or 10_000, '500ms', '1m', '1h'
+ * ```
+ */
 export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h'}`
 
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 } as const

@@ -14,7 +14,14 @@ import { createRequestSerializer, CREDENTIAL_QUERY_PARAMETERS } from '../interna
 import { recordedFacts } from '../internal/request-facts.js'
 import type { GatewayRoutePolicy } from '../types.js'
 
-/** Options of the {@link accessLog} plugin. */
+/**
+ * Options of the {@link accessLog} plugin.
+ *
+ * @example
+ * ```ts
+ * await app.register(gateway, { auth, accessLog: { level: 'info', redactQuery: ['session'] } })
+ * ```
+ */
 export interface AccessLogOptions {
   /** Level of the access line. Default `info`. */
   level?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'

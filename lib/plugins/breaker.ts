@@ -11,7 +11,14 @@ import { InvalidOptionError } from '../errors.js'
 import { toMilliseconds, type Duration } from '../internal/duration.js'
 import { isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys } from '../internal/options.js'
 
-/** When a service's breaker opens, and for how long. */
+/**
+ * When a service's breaker opens, and for how long.
+ *
+ * @example
+ * ```ts
+ * services: { orders: { upstream: 'http://orders:8002', prefix: '/api/v1/orders', breaker: { errorThresholdPercentage: 50, resetTimeout: '10s', volumeThreshold: 20, failureStatuses: [500, 502, 503, 504] } } }
+ * ```
+ */
 export interface BreakerPolicy {
   /** Failure percentage in the rolling window that opens the breaker. Default 50. */
   errorThresholdPercentage?: number
@@ -25,13 +32,28 @@ export interface BreakerPolicy {
   failureStatuses?: readonly number[]
 }
 
-/** Options of the {@link breaker} plugin. */
+/**
+ * Options of the {@link breaker} plugin.
+ *
+ * @example
+ * ```ts
+ * await app.register(breaker, { services: { orders: { resetTimeout: '10s' }, reports: false } })
+ * ```
+ */
 export interface BreakerOptions {
   /** A breaker per service name; `false` for none. */
   services?: Record<string, BreakerPolicy | false>
 }
 
-/** A service's breaker, for the proxy and for the team's own calls to the service. */
+/**
+ * A service's breaker, for the proxy and for the team's own calls to the service.
+ *
+ * @example
+ * ```ts
+ * const orders = app.gateway.breaker('orders')
+ * if (orders?.state === 'open') reply.header('retry-after', orders.retryAfterSeconds())
+ * ```
+ */
 export interface ServiceBreaker {
   readonly name: string
   /** The target's index in the service's `upstream` list, for a per-target breaker. */
@@ -47,7 +69,19 @@ export interface ServiceBreaker {
   countsAsFailure: (status: number) => boolean
 }
 
-/** The breaker refused the call without running it. */
+/**
+ * The breaker refused the call without running it.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await app.gateway.breaker('orders')?.run(async () => await fetchOrders())
+ * } catch (error) {
+ *   if (error instanceof BreakerOpenError) return { orders: [], stale: true }
+ *   throw error
+ * }
+ * ```
+ */
 export class BreakerOpenError extends Error {
   readonly code = 'GATEWAY_CIRCUIT_OPEN'
 }

@@ -9,7 +9,14 @@ import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import { headerName, optionalObject, rejectUnknownKeys } from '../internal/options.js'
 
-/** Options of the {@link correlationId} plugin. */
+/**
+ * Options of the {@link correlationId} plugin.
+ *
+ * @example
+ * ```ts
+ * await app.register(gateway, { auth, correlationId: { header: 'x-correlation-id' } })
+ * ```
+ */
 export interface CorrelationIdOptions {
   /** Header carrying the request id in and out. Default `x-request-id`. */
   header?: string
@@ -59,7 +66,15 @@ export function requestIdGenerator (options?: CorrelationIdOptions): (req: Incom
   }
 }
 
-/** True for a syntactically valid W3C `traceparent` value. */
+/**
+ * True for a syntactically valid W3C `traceparent` value.
+ *
+ * @example
+ * ```ts
+ * isValidTraceparent('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01') // true
+ * isValidTraceparent('00-0000-bad') // false
+ * ```
+ */
 export function isValidTraceparent (value: unknown): boolean {
   return typeof value === 'string' && TRACEPARENT.test(value)
 }

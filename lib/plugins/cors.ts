@@ -10,7 +10,14 @@ import { InvalidOptionError } from '../errors.js'
 import { toMilliseconds, type Duration } from '../internal/duration.js'
 import { headerName, optionalObject, rejectUnknownKeys, stringList } from '../internal/options.js'
 
-/** Options of the {@link cors} plugin. */
+/**
+ * Options of the {@link cors} plugin.
+ *
+ * @example
+ * ```ts
+ * await app.register(gateway, { auth, cors: { origins: ['https://app.example.com'], credentials: true } })
+ * ```
+ */
 export interface CorsOptions {
   /**
    * Origins allowed to call the gateway from a browser: exact origins (`'https://app.example.com'`,

@@ -11,7 +11,14 @@ import { InvalidOptionError, sendProblem } from '../errors.js'
 import { optionalObject, rejectUnknownKeys } from '../internal/options.js'
 import { readinessChecks } from '../internal/readiness.js'
 
-/** Options of the {@link health} plugin. */
+/**
+ * Options of the {@link health} plugin.
+ *
+ * @example
+ * ```ts
+ * await app.register(gateway, { auth, health: { path: '/livez', readyPath: '/readyz' } })
+ * ```
+ */
 export interface HealthOptions {
   /** Liveness path. Default `/health`. */
   path?: string

@@ -17,7 +17,14 @@ import { isPlainObject, optionalObject, rejectUnknownKeys } from '../internal/op
 import { recordedFacts } from '../internal/request-facts.js'
 import type { GatewayRoutePolicy } from '../types.js'
 
-/** Who may read the metrics. */
+/**
+ * Who may read the metrics.
+ *
+ * @example
+ * ```ts
+ * const exposure: MetricsExposure = { allow: ['10.0.0.0/8'] } // or 'authenticated', 'public', { port: 9464 }, false
+ * ```
+ */
 export type MetricsExposure =
   | 'authenticated'
   | 'public'
@@ -25,7 +32,14 @@ export type MetricsExposure =
   | { port: number, host?: string, allow?: never }
   | false
 
-/** Options of the {@link metrics} plugin. */
+/**
+ * Options of the {@link metrics} plugin.
+ *
+ * @example
+ * ```ts
+ * await app.register(gateway, { auth, metrics: { expose: { port: 9464, host: '0.0.0.0' }, processMetrics: true } })
+ * ```
+ */
 export interface MetricsOptions {
   /** Registry the metrics are registered in. Default: a new registry for this app. */
   registry?: Registry
@@ -45,7 +59,16 @@ export interface MetricsOptions {
   buckets?: readonly number[]
 }
 
-/** What the metrics plugin exposes to the app. */
+/**
+ * What the metrics plugin exposes to the app.
+ *
+ * @example
+ * ```ts
+ * await app.ready()
+ * console.log(app.gatewayMetrics.address()?.port) // the metrics listener's port
+ * const text = await app.gatewayMetrics.registry.metrics()
+ * ```
+ */
 export interface GatewayMetrics {
   readonly registry: Registry
   /** Address of the separate metrics listener once the app is ready; null without one. */

@@ -26,7 +26,14 @@ import { classifyUpstreamError, rootErrorCode, serializeUpstreamError, upstreamF
 import { BreakerOpenError, NotCountedError } from './breaker.js'
 import type { GatewayServiceOptions } from '../types.js'
 
-/** Options of the {@link proxy} plugin. */
+/**
+ * Options of the {@link proxy} plugin.
+ *
+ * @example
+ * ```ts
+ * await app.register(proxy, { services: { users: { upstream: 'http://users:8001', prefix: '/api/v1/users' } }, requestIdHeader: 'x-request-id' })
+ * ```
+ */
 export interface ProxyOptions {
   /** The upstream services, by name. */
   services: Record<string, GatewayServiceOptions>

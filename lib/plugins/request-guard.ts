@@ -14,7 +14,14 @@ import { DEFAULT_IDENTITY_HEADERS, dropConnectionNominated, separatorSpellings }
 import { headerName, optionalObject, rejectUnknownKeys, stringList } from '../internal/options.js'
 import { isCanonicalRequestTarget, REFUSED_METHODS } from '../internal/request-target.js'
 
-/** Options of the {@link requestGuard} plugin. */
+/**
+ * Options of the {@link requestGuard} plugin.
+ *
+ * @example
+ * ```ts
+ * await app.register(requestGuard, { identityHeaders: ['x-tenant-id'] }) // client copies of x-tenant-id are removed
+ * ```
+ */
 export interface RequestGuardOptions {
   /**
    * Headers only the gateway may set, removed from every incoming request whatever their case or

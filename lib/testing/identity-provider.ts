@@ -9,10 +9,24 @@ import { once } from 'node:events'
 import { generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto'
 import { createSigner, type JwtHeader } from 'fast-jwt'
 
-/** The signing algorithms the identity provider can generate keys for. */
+/**
+ * The signing algorithms the identity provider can generate keys for.
+ *
+ * @example
+ * ```ts
+ * const idp = await createIdentityProvider({ algorithm: 'ES256' as IdentityProviderAlgorithm })
+ * ```
+ */
 export type IdentityProviderAlgorithm = 'RS256' | 'RS384' | 'RS512' | 'PS256' | 'ES256' | 'ES384' | 'EdDSA'
 
-/** Options of {@link createIdentityProvider}. */
+/**
+ * Options of {@link createIdentityProvider}.
+ *
+ * @example
+ * ```ts
+ * const idp = await createIdentityProvider({ algorithm: 'RS256', audience: 'orders-api' })
+ * ```
+ */
 export interface IdentityProviderOptions {
   /** Signing algorithm of generated keys. Default `'RS256'`. */
   algorithm?: IdentityProviderAlgorithm
@@ -24,10 +38,24 @@ export interface IdentityProviderOptions {
  * How the provider answers discovery and JWKS requests: `'up'` serves them; `'down'` answers 503;
  * `'hang'` never answers (until closed); `'slow'` serves them after a delay; `'garbage'` answers
  * 200 with a body that is not JSON; `'empty'` answers `{ keys: [] }` (and `{}` for discovery).
+ *
+ * @example
+ * ```ts
+ * idp.setMode('hang') // JWKS never answers: a cold-cache request gets 503 within the fetch timeout
+ * idp.setMode('up')
+ * ```
  */
 export type JwksMode = 'up' | 'down' | 'hang' | 'slow' | 'garbage' | 'empty'
 
-/** Options of {@link IdentityProvider.sign}. */
+/**
+ * Options of {@link IdentityProvider.sign}.
+ *
+ * @example
+ * ```ts
+ * const forged = idp.sign({ sub: 'alice' }, { header: { alg: 'none' } })
+ * const old = idp.sign({ sub: 'alice' }, { key: 'previous' })
+ * ```
+ */
 export interface IdentityProviderSignOptions {
   /** JOSE header fields to add or override, applied last (`{ kid: undefined }` removes the kid). */
   header?: Record<string, unknown>
@@ -37,7 +65,17 @@ export interface IdentityProviderSignOptions {
   key?: 'current' | 'previous'
 }
 
-/** A running identity provider. */
+/**
+ * A running identity provider.
+ *
+ * @example
+ * ```ts
+ * const idp = await createIdentityProvider({ audience: 'orders-api' })
+ * await app.register(gateway, { auth: { jwt: { issuer: idp.issuer, audience: 'orders-api' } } })
+ * const response = await app.inject({ url: '/api/v1/me', headers: { authorization: `Bearer ${idp.sign({ sub: 'alice', scope: 'profile:read' })}` } })
+ * await idp.close()
+ * ```
+ */
 export interface IdentityProvider {
   /** `http://127.0.0.1:<port>` — also the `iss` of signed tokens. */
   readonly issuer: string

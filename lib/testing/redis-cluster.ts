@@ -11,7 +11,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort } from './ports.js'
 
-/** A running test Redis Cluster. */
+/**
+ * A running test Redis Cluster.
+ *
+ * @example
+ * ```ts
+ * const cluster = await startTestRedisCluster()
+ * const store = new Cluster(cluster.nodes, { enableOfflineQueue: false, redisOptions: { commandTimeout: 100 } })
+ * await cluster.kill(0) // a master fails mid-test
+ * await cluster.close()
+ * ```
+ */
 export interface TestRedisCluster {
   /** One entry per master, in start order: pass them to ioredis' `new Cluster(nodes, …)`. */
   readonly nodes: ReadonlyArray<{ readonly host: string, readonly port: number }>
@@ -21,7 +31,14 @@ export interface TestRedisCluster {
   close: () => Promise<void>
 }
 
-/** Options of {@link startTestRedisCluster}. */
+/**
+ * Options of {@link startTestRedisCluster}.
+ *
+ * @example
+ * ```ts
+ * const cluster = await startTestRedisCluster({ masters: 3 })
+ * ```
+ */
 export interface TestRedisClusterOptions {
   /** Number of masters (at least 3, as `redis-cli --cluster create` requires). Default 3. */
   masters?: number

@@ -7,7 +7,18 @@ import { once } from 'node:events'
 import { connect } from 'node:net'
 import { freePort } from './ports.js'
 
-/** A running test Redis. */
+/**
+ * A running test Redis.
+ *
+ * @example
+ * ```ts
+ * const redis = await startTestRedis()
+ * const store = new Redis(redis.url, { enableOfflineQueue: false, commandTimeout: 100, maxRetriesPerRequest: 1 })
+ * redis.pause() // accepts, never answers
+ * redis.resume()
+ * await redis.stop()
+ * ```
+ */
 export interface TestRedis {
   /** `redis://127.0.0.1:<port>` */
   readonly url: string

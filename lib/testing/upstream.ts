@@ -6,7 +6,17 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import type { AddressInfo, Socket } from 'node:net'
 import { once } from 'node:events'
 
-/** One request as the upstream received it. */
+/**
+ * One request as the upstream received it.
+ *
+ * @example
+ * ```ts
+ * const users = await createTestUpstream()
+ * await app.inject({ url: '/api/v1/users/42', headers: { authorization } })
+ * const seen: RecordedRequest | undefined = users.requests.at(-1)
+ * assert.equal(seen?.headers['x-consumer-id'], 'alice')
+ * ```
+ */
 export interface RecordedRequest {
   method: string
   /** The raw request-target, exactly as it arrived. */
@@ -19,7 +29,15 @@ export interface RecordedRequest {
   aborted: boolean
 }
 
-/** What the upstream does with a request. */
+/**
+ * What the upstream does with a request.
+ *
+ * @example
+ * ```ts
+ * users.respond(() => ({ status: 503, body: { error: 'maintenance' }, delay: 50 }))
+ * users.failNext(2, 'reset')
+ * ```
+ */
 export type UpstreamBehaviour =
   | { status?: number, headers?: Record<string, string | string[]>, body?: string | Buffer | object, delay?: number }
   /** Accept the request and never answer (until the upstream is closed). */
@@ -33,10 +51,29 @@ export type UpstreamBehaviour =
   /** Write these bytes on the socket as the whole response, then close. */
   | { raw: string }
 
-/** A behaviour chosen per request; return undefined for the default 200 JSON echo. */
+/**
+ * A behaviour chosen per request; return undefined for the default 200 JSON echo.
+ *
+ * @example
+ * ```ts
+ * const script: UpstreamScript = (request) => request.url.startsWith('/slow') ? 'hang' : undefined
+ * users.respond(script)
+ * ```
+ */
 export type UpstreamScript = (request: RecordedRequest) => UpstreamBehaviour | undefined
 
-/** A running test upstream. */
+/**
+ * A running test upstream.
+ *
+ * @example
+ * ```ts
+ * const users = await createTestUpstream()
+ * await app.register(gateway, { auth: false, services: { users: { upstream: users.url, prefix: '/api/v1/users' } } })
+ * await app.inject({ url: '/api/v1/users/1' })
+ * assert.equal(users.requests[0].url, '/1')
+ * await users.close()
+ * ```
+ */
 export interface TestUpstream {
   /** `http://127.0.0.1:<port>` */
   readonly url: string
