@@ -1,13 +1,14 @@
 // SECURITY.md § B (framing): ambiguous message framing is refused by Node's parser — 400, the
 // connection closed, nothing forwarded. Node rejects these today; the rows are regression guards
 // (and fail loudly if anyone ever turns on insecureHTTPParser). Raw bytes over node:net.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import { gatewayServerOptions } from '../../lib/index.js'
 import { createTestUpstream } from '../../lib/testing/index.js'
 import { buildTestGateway, listen } from '../helpers/gateway.js'
 import { createEvilListener, rawExchange, rawGet, rawRequest } from '../helpers/raw-http.js'
+import { createCanary } from '../helpers/canary.js'
 
 const upstream = await createTestUpstream()
 const evil = await createEvilListener()
@@ -21,22 +22,7 @@ t.teardown(async () => {
   await evil.close()
 })
 
-let canaries = 0
-/**
- * Nothing from the case reached the upstream: a canary sent afterwards is the only new request.
- * `streamed`: the head was valid and the body framing broke later; the proxy streams bodies, so the
- * upstream may have seen the start of the request, but only ever as an aborted one.
- */
-async function assertNotForwarded (t: Test, label: string, since: number, streamed = false): Promise<void> {
-  canaries++
-  const canary = await rawRequest(port, rawGet(`/public/canary-${canaries}`))
-  t.equal(canary.status, 200, `${label}: the gateway still answers`)
-  await upstream.waitForRequests(since + 1)
-  const arrived = upstream.requests.slice(since)
-  const complete = arrived.filter((request) => !request.aborted)
-  t.same(complete.map((request) => request.url), [`/public/canary-${canaries}`], `${label}: the only complete request the upstream saw is the canary`)
-  if (!streamed) t.equal(arrived.length, 1, `${label}: nothing else arrived, not even aborted`)
-}
+const assertOnlyCanary = createCanary(upstream, '/public')
 
 const CRLF = '\r\n'
 /** A request head from lines, with CRLF line ends (cases that need other line ends spell them out). */
@@ -99,7 +85,7 @@ for (const [label, bytes, code, where] of refused) {
     else t.equal(JSON.parse(response.body).code, code, 'code')
     t.equal(response.closedByServer, true, 'the gateway closed the connection')
     t.notMatch(response.raw, /HTTP\/1\.1 [^4]\d\d/, 'no other response on that connection')
-    await assertNotForwarded(t, label, before, where === 'body')
+    await assertOnlyCanary(t, { port, label, since: before, streamed: where === 'body' })
   })
 }
 
@@ -120,7 +106,7 @@ t.test('a malformed request after a served one on the same connection: refused, 
   t.match(text, /^HTTP\/1\.1 200 /, 'the valid request was served')
   t.match(text, /\r\nHTTP\/1\.1 400 [^]*"code":"GATEWAY_ERR_BAD_REQUEST"/, 'the malformed one refused')
   t.equal(upstream.requests[before].url, '/public/first')
-  await assertNotForwarded(t, 'second request on the connection', before + 1)
+  await assertOnlyCanary(t, { port, label: 'second request on the connection', since: before + 1 })
 })
 
 t.test('controls: well-framed bodies pass whole, chunked or with a length', async (t) => {

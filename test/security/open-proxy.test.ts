@@ -1,7 +1,7 @@
 // SECURITY.md § C (open proxy, SSRF), the rows request-target.test.ts does not have: CONNECT and
 // TRACE in their other shapes, Upgrade tunnels, the upstream never taken from request data, and
 // upstream TLS verified by default (black-box form of test/plugins/proxy-tls.test.ts).
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { createServer } from 'node:https'
 import { once } from 'node:events'
@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net'
 import { createTestUpstream } from '../../lib/testing/index.js'
 import { buildTestGateway, listen } from '../helpers/gateway.js'
 import { createEvilListener, rawExchange, rawGet, rawRequest } from '../helpers/raw-http.js'
+import { createCanary } from '../helpers/canary.js'
 
 const fixtures = new URL('../fixtures/tls/', import.meta.url)
 const cert = readFileSync(new URL('upstream-cert.pem', fixtures))
@@ -43,15 +44,7 @@ t.teardown(async () => {
   tlsUpstream.close()
 })
 
-let canaries = 0
-/** Nothing from the case reached the upstream: a canary sent afterwards is the only new request. */
-async function assertNotForwarded (t: Test, label: string, since: number): Promise<void> {
-  canaries++
-  const canary = await rawRequest(port, rawGet(`/public/canary-${canaries}`))
-  t.equal(canary.status, 200, `${label}: the gateway still answers`)
-  await upstream.waitForRequests(since + 1)
-  t.same(upstream.requests.slice(since).map((request) => request.url), [`/public/canary-${canaries}`], `${label}: the upstream saw only the canary`)
-}
+const assertOnlyCanary = createCanary(upstream, '/public')
 
 const E = (): string => `127.0.0.1:${evil.port}`
 const CRLF = '\r\n'
@@ -79,7 +72,7 @@ for (const [label, bytes, status, code] of refusedMethods) {
     t.notMatch(response.raw, /secret-(?:cookie|token|body)|dXNlcjpwYXNz/, 'nothing of the request is echoed')
     t.notMatch(response.raw, /HTTP\/1\.1 200/, 'no tunnel established')
     t.equal(evil.connections, 0, 'E saw no connection')
-    await assertNotForwarded(t, label, before)
+    await assertOnlyCanary(t, { port, label, since: before })
   })
 }
 
@@ -170,7 +163,7 @@ for (const [label, path, status, code, reached] of tlsCases) {
       t.equal(response.body, 'from the TLS upstream')
     }
     t.equal(tlsHits - hits, reached ? 1 : 0, reached ? 'one request over the verified connection' : 'no request sent over an unverified connection')
-    if (path === '/tls-plain/x') await assertNotForwarded(t, label, plainBefore)
+    if (path === '/tls-plain/x') await assertOnlyCanary(t, { port, label, since: plainBefore })
   })
 }
 

@@ -5,7 +5,8 @@ import t, { type Test } from 'tap'
 import { gatewayServerOptions } from '../../lib/index.js'
 import { createTestUpstream } from '../../lib/testing/index.js'
 import { buildTestGateway, listen } from '../helpers/gateway.js'
-import { createEvilListener, rawExchange, rawGet, rawRequest } from '../helpers/raw-http.js'
+import { createEvilListener, rawExchange, rawGet } from '../helpers/raw-http.js'
+import { createCanary } from '../helpers/canary.js'
 
 const LIMIT = 64 * 1024
 const REQUEST_TIMEOUT_MS = 1_000
@@ -26,18 +27,10 @@ t.teardown(async () => {
   await evil.close()
 })
 
-let canaries = 0
-/**
- * The gateway still answers; since `since`, the only complete request the upstream saw is the canary
- * (a streamed body may have reached it in part, but only as an aborted request, within the limit).
- */
+const assertOnlyCanary = createCanary(upstream, '/files')
+/** Only the canary arrived whole; a streamed body may have reached the upstream in part, within the limit. */
 async function assertNothingWhole (t: Test, label: string, since: number): Promise<void> {
-  canaries++
-  const canary = await rawRequest(port, rawGet(`/files/canary-${canaries}`))
-  t.equal(canary.status, 200, `${label}: the gateway still answers`)
-  await upstream.waitForRequests(since + 1)
-  const arrived = upstream.requests.slice(since)
-  t.same(arrived.filter((request) => !request.aborted).map((request) => request.url), [`/files/canary-${canaries}`], `${label}: only the canary arrived whole`)
+  const arrived = await assertOnlyCanary(t, { port, label, since, streamed: true })
   for (const request of arrived) t.ok(request.body.length <= LIMIT, `${label}: never more than the limit upstream (${request.body.length} bytes)`)
 }
 
