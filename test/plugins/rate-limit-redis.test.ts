@@ -120,6 +120,21 @@ t.test('two gateway instances on one Redis: 50 parallel requests over both → e
   for (const response of responses.filter((response) => response.statusCode === 429)) assertLimited(t, response, '429')
 })
 
+t.test('with ioredis auto-pipelining (recommended): counts stay exact, and a paused Redis still gets the policy in time', async (t) => {
+  const { build, redis } = await setup(t)
+  const app = await build({ onStoreError: 'closed', storeRetryInterval: RETRY_MS, perConsumer: { max: 10, window: '1m' } }, { max: 10, window: '1m' }, undefined, { enableAutoPipelining: true })
+  const before = upstream.requests.length
+  const responses = await Promise.all(Array.from({ length: 50 }, async () => (await call(app)).response))
+  t.equal(upstream.requests.length - before, 10, 'exactly 10 reached the upstream, both limits counted per request')
+  t.same(responses.map((response) => response.statusCode).sort(), [...Array(10).fill(200), ...Array(40).fill(429)])
+  redis.pause()
+  const { response, ms } = await call(app)
+  t.equal(response.statusCode, 503)
+  t.equal(response.json().code, 'GATEWAY_ERR_RATE_LIMIT_STORE')
+  t.ok(ms < 150, `answered in ${ms} ms (< 150)`)
+  redis.resume()
+})
+
 for (const policy of ['open', 'closed', 'local'] as const) {
   for (const failure of ['killed', 'paused'] as const) {
     t.test(`onStoreError "${policy}", Redis ${failure}: the policy applies within the store timeout`, async (t) => {
