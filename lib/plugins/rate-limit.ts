@@ -9,10 +9,10 @@
  * `storeRetryInterval`, then tried again: limiting through Redis resumes by itself.
  */
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
-import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
 import fp from 'fastify-plugin'
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { MemoryStore } from '../internal/memory-store.js'
+import { countingEngine, createPolicyItems, identityOf, LimitEvaluationError, withinStoreTimeout } from '../internal/rate-limit-engine.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
 import { factsOf } from '../internal/request-facts.js'
 import { addReadinessCheck } from '../internal/readiness.js'
@@ -33,36 +33,6 @@ interface RouteLimits {
 const kLimits = Symbol('fastify-gateway.rate-limits')
 const NO_LIMITS: RouteLimits = Object.freeze({ personal: Object.freeze([]), shared: Object.freeze([]) })
 const INVALID: RouteLimits = Object.freeze({ personal: Object.freeze([]), shared: Object.freeze([]) })
-
-class StoreTimeoutError extends Error {
-  readonly code = 'GATEWAY_RATE_LIMIT_STORE_TIMEOUT'
-}
-
-/** One @fastify/rate-limit registration in its own context: one store, and its `createRateLimit`. */
-async function countingEngine (fastify: FastifyInstance, settings: Parameters<typeof fastifyRateLimit>[1]): Promise<FastifyInstance['createRateLimit']> {
-  let create: FastifyInstance['createRateLimit'] | undefined
-  await fastify.register(async function rateLimitEngine (child) {
-    await child.register(fastifyRateLimit, settings)
-    create = child.createRateLimit.bind(child)
-  })
-  return create as FastifyInstance['createRateLimit']
-}
-
-/**
- * The bucket of a caller: the verified consumer, namespaced by where its id comes from (the same
- * `sub` at two issuers is two people), else the client IP as trustProxy sees it (IPv6 by /64).
- */
-function identityOf (request: FastifyRequest): string {
-  // `consumer` is undefined when the gateway runs without the auth plugin.
-  const consumer = request.consumer
-  if (consumer == null || consumer.kind === 'anonymous') return `ip:${normalizeIP(request.ip, 64)}`
-  return consumer.kind === 'jwt' ? `jwt:${String(consumer.claims.iss ?? '')}:${consumer.id}` : `key:${consumer.id}`
-}
-
-/** A limit's `max()` failed: a configuration problem of that limit, never a store outage. */
-class LimitEvaluationError extends Error {
-  readonly code = 'GATEWAY_RATE_LIMIT_MAX'
-}
 
 const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rateLimit (fastify, input) {
   const options = resolveRateLimitOptions(input)
@@ -190,14 +160,11 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     // back: the probe pings it itself. Unready only when requests would get 503 (onStoreError closed).
     addReadinessCheck(fastify, 'rateLimitStore', async function rateLimitStoreReady () {
       if (typeof store.ping === 'function') {
-        let timer: NodeJS.Timeout | undefined
         try {
-          await Promise.race([store.ping(), new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new StoreTimeoutError('rate-limit store too slow')), storeTimeoutMs) })])
+          await withinStoreTimeout(store.ping(), storeTimeoutMs)
           storeUp()
         } catch (error) {
           storeDown(error)
-        } finally {
-          clearTimeout(timer)
         }
       }
       const up = storeDownUntil === 0
@@ -207,12 +174,8 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
 
   async function countShared (request: FastifyRequest, limits: readonly ResolvedLimit[]): Promise<Counted[] | undefined> {
     if (Date.now() < storeDownUntil) return undefined
-    let timer: NodeJS.Timeout | undefined
     try {
-      const counted = await Promise.race([
-        Promise.all(limits.map(async (limit) => await (checks.get(limit)?.shared as Check)(request))),
-        new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new StoreTimeoutError('rate-limit store too slow')), storeTimeoutMs) })
-      ])
+      const counted = await withinStoreTimeout(Promise.all(limits.map(async (limit) => await (checks.get(limit)?.shared as Check)(request))), storeTimeoutMs)
       storeUp()
       return counted as Counted[]
     } catch (error) {
@@ -220,8 +183,6 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       factsOf(request).storeError = true
       storeDown(error)
       return undefined
-    } finally {
-      clearTimeout(timer)
     }
   }
 
@@ -236,23 +197,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     return await Promise.all(batch.map(async (limit) => await (checks.get(limit)?.local as Check)(request))) as Counted[]
   }
 
-  // A limit's RateLimit-Policy item changes only with its max (a function of the consumer for plan
-  // tiers): built once per limit and max, not per request.
-  const policyItems = new WeakMap<ResolvedLimit, Map<number, string>>()
-  function policyItem (limit: ResolvedLimit, max: number): string {
-    let byMax = policyItems.get(limit)
-    if (byMax === undefined) {
-      byMax = new Map()
-      policyItems.set(limit, byMax)
-    }
-    let item = byMax.get(max)
-    if (item === undefined) {
-      item = `"${limit.name}";q=${max};w=${Math.ceil(limit.windowMs / 1000)}`
-      // Plan tiers are few; a max() returning many values must not grow this without bound.
-      if (byMax.size < 64) byMax.set(max, item)
-    }
-    return item
-  }
+  const policyItem = createPolicyItems()
 
   /** Counts and decides; true when it answered the request (429 or 503). */
   async function enforce (request: FastifyRequest, reply: FastifyReply, limits: RouteLimits): Promise<boolean> {

@@ -1,0 +1,73 @@
+/**
+ * The pieces of the rate-limit plugin that do not hold its state: the counting engine
+ * (@fastify/rate-limit, registered once per store), the bucket of a caller, the store's time bound
+ * and the RateLimit-Policy items.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
+import type { ResolvedLimit } from './rate-limit-options.js'
+
+export class StoreTimeoutError extends Error {
+  readonly code = 'GATEWAY_RATE_LIMIT_STORE_TIMEOUT'
+}
+
+/** One @fastify/rate-limit registration in its own context: one store, and its `createRateLimit`. */
+export async function countingEngine (fastify: FastifyInstance, settings: Parameters<typeof fastifyRateLimit>[1]): Promise<FastifyInstance['createRateLimit']> {
+  let create: FastifyInstance['createRateLimit'] | undefined
+  await fastify.register(async function rateLimitEngine (child) {
+    await child.register(fastifyRateLimit, settings)
+    create = child.createRateLimit.bind(child)
+  })
+  return create as FastifyInstance['createRateLimit']
+}
+
+/**
+ * The bucket of a caller: the verified consumer, namespaced by where its id comes from (the same
+ * `sub` at two issuers is two people), else the client IP as trustProxy sees it (IPv6 by /64).
+ */
+export function identityOf (request: FastifyRequest): string {
+  // `consumer` is undefined when the gateway runs without the auth plugin.
+  const consumer = request.consumer
+  if (consumer == null || consumer.kind === 'anonymous') return `ip:${normalizeIP(request.ip, 64)}`
+  return consumer.kind === 'jwt' ? `jwt:${String(consumer.claims.iss ?? '')}:${consumer.id}` : `key:${consumer.id}`
+}
+
+/** A limit's `max()` failed: a configuration problem of that limit, never a store outage. */
+export class LimitEvaluationError extends Error {
+  readonly code = 'GATEWAY_RATE_LIMIT_MAX'
+}
+
+/** `promise`, or a StoreTimeoutError after `ms`: no store call may hold a request longer. */
+export async function withinStoreTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new StoreTimeoutError('rate-limit store too slow')), ms) })
+    ])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * A limit's RateLimit-Policy item changes only with its max (a function of the consumer for plan
+ * tiers): built once per limit and max, not per request.
+ */
+export function createPolicyItems (): (limit: ResolvedLimit, max: number) => string {
+  const items = new WeakMap<ResolvedLimit, Map<number, string>>()
+  return function policyItem (limit, max) {
+    let byMax = items.get(limit)
+    if (byMax === undefined) {
+      byMax = new Map()
+      items.set(limit, byMax)
+    }
+    let item = byMax.get(max)
+    if (item === undefined) {
+      item = `"${limit.name}";q=${max};w=${Math.ceil(limit.windowMs / 1000)}`
+      // Plan tiers are few; a max() returning many values must not grow this without bound.
+      if (byMax.size < 64) byMax.set(max, item)
+    }
+    return item
+  }
+}
