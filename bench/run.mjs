@@ -2,7 +2,7 @@
 // (A B C … A B C …), load from wrk when installed (else autocannon). On a shared 2-core machine
 // absolute req/s swing run to run: read the ratios measured side by side, and CPU µs per request
 // (user + sys of the candidate process from /proc, divided by requests), which is far steadier.
-//   ROUNDS (3), DURATION seconds (5), WARMUP seconds (2), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
+//   ROUNDS (6), DURATION seconds (3), WARMUP seconds (3), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
 //   PROFILE=gateway-full: that candidate runs under --cpu-prof (profiles in bench/profiles/), and its
 //   most expensive frames are printed (bench/profile.mjs); CPU figures of a profiled run are inflated.
 //   NODE_FLAGS="--max-semi-space-size=8": extra Node flags for every candidate (e.g. for the RSS study).
@@ -15,9 +15,9 @@ import autocannon from 'autocannon'
 import { createIdentityProvider, startTestRedis } from '../dist/esm/testing/index.js'
 import { createSigner } from 'fast-jwt'
 
-const ROUNDS = Number(process.env.ROUNDS ?? 3)
-const DURATION = Number(process.env.DURATION ?? 5)
-const WARMUP = Number(process.env.WARMUP ?? 2)
+const ROUNDS = Number(process.env.ROUNDS ?? 6)
+const DURATION = Number(process.env.DURATION ?? 3)
+const WARMUP = Number(process.env.WARMUP ?? 3)
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50)
 const HMAC_SECRET = 'bench-secret-bench-secret-bench-secret-42'
 const CLK_TCK = 100 // Linux USER_HZ
@@ -46,8 +46,19 @@ const hasRedis = ensureDebianPackage('redis-server', ['--version'], 'redis-serve
 const candidates = (process.env.ONLY ? process.env.ONLY.split(',') : ALL_CANDIDATES)
   .filter((name) => name !== 'gateway-full-redis' || hasRedis || console.log('redis-server not available: gateway-full-redis skipped'))
 
-function start (args, env = {}) {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+// Pinning (PIN=0 turns it off): the candidate gets the last core to itself; wrk, the upstream,
+// Redis and this runner share the others. Unpinned, the candidate's CPU per request swung by ±25 %
+// between rounds, as the number of requests it handles per event-loop turn varied with whatever
+// else ran on its core.
+const CPU_COUNT = cpus().length
+const PIN = process.env.PIN !== '0' && CPU_COUNT >= 2 && has('taskset', ['-V'])
+const CANDIDATE_CPUS = `${CPU_COUNT - 1}`
+const OTHER_CPUS = `0-${CPU_COUNT - 2}`
+const pinned = (cpuList, command, args) => PIN ? ['taskset', ['-c', cpuList, command, ...args]] : [command, args]
+
+function start (args, env = {}, cpuList = CANDIDATE_CPUS) {
+  // taskset execs the command: the child's pid is the candidate's.
+  const child = spawn(...pinned(cpuList, process.execPath, args), { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${args.join(' ')} did not start within 20 s`)), 20_000)
     child.stdout.on('data', (data) => {
@@ -73,7 +84,7 @@ function peakRssMiB (pid) {
 }
 
 async function loadWithWrk (url, scenario, headers, seconds) {
-  const args = ['-t2', `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '--timeout', '5s']
+  const args = [`-t${PIN ? Math.max(1, CPU_COUNT - 1) : 2}`, `-c${CONNECTIONS}`, `-d${seconds}s`, '--latency', '--timeout', '5s']
   for (const [name, value] of Object.entries(headers)) args.push('-H', `${name}: ${value}`)
   if (scenario.method === 'POST') {
     const script = '/tmp/fastify-gateway-bench-post.lua'
@@ -81,7 +92,7 @@ async function loadWithWrk (url, scenario, headers, seconds) {
     args.push('-s', script)
   }
   // Asynchronous: this process also serves the identity provider's JWKS to the candidates.
-  const { stdout: out } = await promisify(execFile)('wrk', [...args, url], { encoding: 'utf8', timeout: (seconds + 30) * 1000 })
+  const { stdout: out } = await promisify(execFile)(...pinned(OTHER_CPUS, 'wrk', [...args, url]), { encoding: 'utf8', timeout: (seconds + 30) * 1000 })
   const ms = (text) => {
     const match = /([\d.]+)(us|ms|s|m)\b/.exec(text ?? '')
     if (match === null) return NaN
@@ -120,11 +131,13 @@ function nodeFlags (candidate) {
   return flags
 }
 
+const urlOf = (candidate, proc, scenario) => `http://127.0.0.1:${proc.port}${candidate === 'direct' ? scenario.path.replace('/api', '') : scenario.path}`
 const median = (values) => { const sorted = [...values].sort((a, b) => a - b); return sorted[Math.floor(sorted.length / 2)] }
 
 async function main () {
   const started = Date.now()
-  const upstream = await start(['bench/upstream.mjs'])
+  if (PIN) execFileSync('taskset', ['-p', '-c', OTHER_CPUS, String(process.pid)], { stdio: 'ignore' })
+  const upstream = await start(['bench/upstream.mjs'], {}, OTHER_CPUS)
   const redis = hasRedis ? await startTestRedis() : undefined
   const idp = await createIdentityProvider({ audience: 'bench' })
   const rs256 = idp.sign({ sub: 'bench-user', aud: 'bench', exp: Math.floor(Date.now() / 1000) + 3600 })
@@ -136,24 +149,32 @@ async function main () {
   const results = {}
   console.log(`load: ${hasWrk ? 'wrk' : 'autocannon'}, ${CONNECTIONS} connections, ${ROUNDS} rounds × ${DURATION} s (+${WARMUP} s warm-up)`)
   try {
-    for (let round = 1; round <= ROUNDS; round++) {
-      for (const name of scenarios) {
-        const scenario = ALL_SCENARIOS[name]
+    for (const name of scenarios) {
+      const scenario = ALL_SCENARIOS[name]
+      // Every candidate of a scenario is started and warmed up once, then measured in turn, round
+      // after round, in alternating order (A B C, C B A, …): the machine's drift over a minute then
+      // falls on all candidates alike instead of on whichever ran last.
+      const procs = {}
+      try {
         for (const candidate of candidates) {
-          const proc = candidate === 'direct' ? { child: undefined, port: upstream.port } : await start([...nodeFlags(candidate), 'bench/candidate.mjs', candidate], env)
-          const pid = (proc.child ?? upstream.child).pid
-          const path = candidate === 'direct' ? scenario.path.replace('/api', '') : scenario.path
-          const url = `http://127.0.0.1:${proc.port}${path}`
-          await load(url, scenario, headersFor(candidate), WARMUP)
-          const before = cpuTicks(pid)
-          const measured = await load(url, scenario, headersFor(candidate), DURATION)
-          const cpuUsPerRequest = (cpuTicks(pid) - before) * (1e6 / CLK_TCK) / measured.requests
-          const rss = peakRssMiB(pid)
-          if (proc.child) await stop(proc.child)
-          const key = `${name} ${candidate}`
-          ;(results[key] ??= []).push({ ...measured, cpuUsPerRequest, rss })
-          console.log(`round ${round} ${key}: ${measured.rps.toFixed(0)} req/s, p50 ${measured.p50.toFixed(2)} ms, p99 ${measured.p99.toFixed(2)} ms, ${cpuUsPerRequest.toFixed(1)} µs CPU/req, non-2xx ${measured.non2xx}, errors ${measured.errors}`)
+          procs[candidate] = candidate === 'direct' ? { child: undefined, port: upstream.port } : await start([...nodeFlags(candidate), 'bench/candidate.mjs', candidate], env)
+          await load(urlOf(candidate, procs[candidate], scenario), scenario, headersFor(candidate), WARMUP)
         }
+        for (let round = 1; round <= ROUNDS; round++) {
+          const order = round % 2 === 1 ? candidates : [...candidates].reverse()
+          for (const candidate of order) {
+            const proc = procs[candidate]
+            const pid = (proc.child ?? upstream.child).pid
+            const before = cpuTicks(pid)
+            const measured = await load(urlOf(candidate, proc, scenario), scenario, headersFor(candidate), DURATION)
+            const cpuUsPerRequest = (cpuTicks(pid) - before) * (1e6 / CLK_TCK) / measured.requests
+            const key = `${name} ${candidate}`
+            ;(results[key] ??= [])[round - 1] = { ...measured, cpuUsPerRequest, rss: peakRssMiB(pid) }
+            console.log(`round ${round} ${key}: ${measured.rps.toFixed(0)} req/s, p50 ${measured.p50.toFixed(2)} ms, p99 ${measured.p99.toFixed(2)} ms, ${cpuUsPerRequest.toFixed(1)} µs CPU/req, non-2xx ${measured.non2xx}, errors ${measured.errors}`)
+          }
+        }
+      } finally {
+        for (const proc of Object.values(procs)) if (proc.child) await stop(proc.child)
       }
     }
     // Added latency at a fixed, moderate rate (autocannon's overallRate), gateway-full vs direct.
@@ -223,7 +244,7 @@ function report (results, latency, elapsedMs) {
   const addedP50 = latency['gateway-full'] && latency.direct ? latency['gateway-full'].p50 - latency.direct.p50 : NaN
   const addedP99 = latency['gateway-full'] && latency.direct ? latency['gateway-full'].p99 - latency.direct.p99 : NaN
   const verdict = (value, limit, op) => limit === undefined || value === 'n/a' ? '' : ((op === '≤' ? Number(value) <= limit : Number(value) >= limit) ? 'met' : '**not met**')
-  const versions = ['fastify', '@fastify/reply-from', '@fastify/http-proxy', '@fastify/rate-limit', 'fast-jwt', 'undici'].map((name) => `${name} ${JSON.parse(readFileSync(`node_modules/${name}/package.json`, 'utf8')).version}`).join(', ')
+  const versions = ['fastify', '@fastify/reply-from', '@fastify/http-proxy', 'fast-jwt', 'ioredis', 'undici'].map((name) => `${name} ${JSON.parse(readFileSync(`node_modules/${name}/package.json`, 'utf8')).version}`).join(', ')
   const text = `# Benchmarks
 
 Generated by \`npm run bench\` (bench/run.mjs) on ${new Date().toISOString().slice(0, 10)} in ${(elapsedMs / 60000).toFixed(1)} min.

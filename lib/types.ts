@@ -135,7 +135,7 @@ export interface RateLimitPolicy {
  * ```
  */
 export interface RateLimitRedisClient {
-  defineCommand: (name: string, definition: { numberOfKeys: number, lua: string }) => void
+  defineCommand: (name: string, definition: { numberOfKeys?: number, lua: string }) => void
   /** Used by the health plugin's readiness check to find out whether the store is back. */
   ping?: () => Promise<unknown>
 }

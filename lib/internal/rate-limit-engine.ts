@@ -1,24 +1,13 @@
 /**
- * The pieces of the rate-limit plugin that do not hold its state: the counting engine
- * (@fastify/rate-limit, registered once per store), the bucket of a caller, the store's time bound
- * and the RateLimit-Policy items.
+ * The pieces of the rate-limit plugin that do not hold its state: the bucket of a caller, the
+ * store's time bounds and the RateLimit-Policy items.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify'
-import fastifyRateLimit, { normalizeIP } from '@fastify/rate-limit'
+import type { FastifyRequest } from 'fastify'
+import { addressBucket } from './rate-limit-counters.js'
 import type { ResolvedLimit } from './rate-limit-options.js'
 
 export class StoreTimeoutError extends Error {
   readonly code = 'GATEWAY_RATE_LIMIT_STORE_TIMEOUT'
-}
-
-/** One @fastify/rate-limit registration in its own context: one store, and its `createRateLimit`. */
-export async function countingEngine (fastify: FastifyInstance, settings: Parameters<typeof fastifyRateLimit>[1]): Promise<FastifyInstance['createRateLimit']> {
-  let create: FastifyInstance['createRateLimit'] | undefined
-  await fastify.register(async function rateLimitEngine (child) {
-    await child.register(fastifyRateLimit, settings)
-    create = child.createRateLimit.bind(child)
-  })
-  return create as FastifyInstance['createRateLimit']
 }
 
 /**
@@ -28,7 +17,7 @@ export async function countingEngine (fastify: FastifyInstance, settings: Parame
 export function identityOf (request: FastifyRequest): string {
   // `consumer` is undefined when the gateway runs without the auth plugin.
   const consumer = request.consumer
-  if (consumer == null || consumer.kind === 'anonymous') return `ip:${normalizeIP(request.ip, 64)}`
+  if (consumer == null || consumer.kind === 'anonymous') return `ip:${addressBucket(request.ip)}`
   return consumer.kind === 'jwt' ? `jwt:${String(consumer.claims.iss ?? '')}:${consumer.id}` : `key:${consumer.id}`
 }
 
@@ -37,7 +26,63 @@ export class LimitEvaluationError extends Error {
   readonly code = 'GATEWAY_RATE_LIMIT_MAX'
 }
 
-/** `promise`, or a StoreTimeoutError after `ms`: no store call may hold a request longer. */
+/**
+ * Bounds many waits of one length with a single timer, instead of a timer per request: deadlines are
+ * added in time order, so they expire in order, and the timer only waits for the oldest pending one.
+ */
+export class Deadlines {
+  readonly #ms: number
+  readonly #queue: Array<{ at: number, expire: (() => void) | undefined }> = []
+  #head = 0
+  #timer: NodeJS.Timeout | undefined
+
+  constructor (ms: number) {
+    this.#ms = ms
+  }
+
+  /** `expire` runs in `ms` unless `settle()` runs first; `settle()` is true when it was first. */
+  start (expire: () => void): { settle: () => boolean } {
+    const entry: { at: number, expire: (() => void) | undefined } = { at: Date.now() + this.#ms, expire }
+    this.#queue.push(entry)
+    if (this.#timer === undefined) this.#arm(this.#ms)
+    return {
+      settle () {
+        const pending = entry.expire !== undefined
+        entry.expire = undefined
+        return pending
+      }
+    }
+  }
+
+  #arm (ms: number): void {
+    // Unreferenced: a pending request keeps the process alive, not its deadline.
+    this.#timer = setTimeout(() => { this.#expire() }, ms).unref()
+  }
+
+  #expire (): void {
+    this.#timer = undefined
+    const queue = this.#queue
+    const now = Date.now()
+    while (this.#head < queue.length && (queue[this.#head].at <= now || queue[this.#head].expire === undefined)) {
+      const entry = queue[this.#head++]
+      const expire = entry.expire
+      entry.expire = undefined
+      expire?.()
+    }
+    if (this.#head === queue.length) {
+      queue.length = 0
+      this.#head = 0
+      return
+    }
+    if (this.#head > 1024) {
+      queue.splice(0, this.#head)
+      this.#head = 0
+    }
+    this.#arm(Math.max(1, queue[this.#head].at - now))
+  }
+}
+
+/** `promise`, or a StoreTimeoutError after `ms` (the readiness ping; requests use Deadlines). */
 export async function withinStoreTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   try {

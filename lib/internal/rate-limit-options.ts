@@ -61,7 +61,11 @@ export function resolveRateLimitOptions (input: unknown): ResolvedRateLimitOptio
   const perConsumer = resolveLimit(options.perConsumer, 'rateLimit.perConsumer', 'consumer')
   if (perConsumer === false) throw new InvalidOptionError('rateLimit.perConsumer', 'leave it out instead of false')
   if (options.legacyHeaders !== undefined && typeof options.legacyHeaders !== 'boolean') throw new InvalidOptionError('rateLimit.legacyHeaders', 'expected a boolean')
-  if (options.keyPrefix !== undefined && (typeof options.keyPrefix !== 'string' || options.keyPrefix.length > 64)) throw new InvalidOptionError('rateLimit.keyPrefix', 'expected a string of at most 64 characters')
+  // The caller's identity in braces is the Redis Cluster hash tag of its keys: a brace in the prefix
+  // would take its place and put every caller in one slot.
+  if (options.keyPrefix !== undefined && (typeof options.keyPrefix !== 'string' || options.keyPrefix.length > 64 || /[{}]/.test(options.keyPrefix))) {
+    throw new InvalidOptionError('rateLimit.keyPrefix', 'expected a string of at most 64 characters, without { or }')
+  }
   return Object.freeze({
     store: options.store as RateLimitRedisClient | undefined,
     perConsumer,

@@ -1,45 +1,73 @@
 /**
  * rate-limit: per-consumer, per-service and per-route limits, composed on every request — the
- * strictest decides — with @fastify/rate-limit as the counting engine (`createRateLimit` counts
- * without replying). Runs as an instance-level onRequest hook after auth, so keys are the verified
+ * strictest decides. Runs as an instance-level onRequest hook after auth, so keys are the verified
  * consumer (or the client IP as Fastify's trustProxy sees it), before any body is read.
  *
- * The store is the caller's Redis or this process's memory. Every store decision is bounded by
- * `storeTimeout`; a failure applies `onStoreError` and the store is skipped for
- * `storeRetryInterval`, then tried again: limiting through Redis resumes by itself.
+ * The store is the caller's Redis or this process's memory. In memory a request is counted
+ * synchronously; in Redis all its personal limits are counted by one script call. Every store
+ * decision is bounded by `storeTimeout`; a failure applies `onStoreError` and the store is skipped
+ * for `storeRetryInterval`, then tried again: limiting through Redis resumes by itself.
  */
-import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { InvalidOptionError, sendProblem } from '../errors.js'
-import { MemoryStore } from '../internal/memory-store.js'
-import { countingEngine, createPolicyItems, identityOf, LimitEvaluationError, withinStoreTimeout } from '../internal/rate-limit-engine.js'
+import { MemoryCounters, RedisCounters } from '../internal/rate-limit-counters.js'
+import { createPolicyItems, Deadlines, identityOf, LimitEvaluationError, StoreTimeoutError, withinStoreTimeout } from '../internal/rate-limit-engine.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
 import { factsOf } from '../internal/request-facts.js'
 import { addReadinessCheck } from '../internal/readiness.js'
-import type { GatewayRoutePolicy, RateLimitOptions } from '../types.js'
+import type { Consumer, GatewayRoutePolicy, RateLimitOptions } from '../types.js'
 
-type Check = ReturnType<FastifyInstance['createRateLimit']>
-type Counted = Extract<Awaited<ReturnType<Check>>, { isAllowed: false }>
+/** A limit where it applies: its counters in memory, and its name in keys and logs. */
+interface Counter {
+  readonly limit: ResolvedLimit
+  /** `consumer`, `service:<name>` or `route:<methods> <url>`. */
+  readonly key: string
+  /** The local counters: the memory store, or the `'local'` fallback of a Redis store. */
+  readonly memory: MemoryCounters
+}
+
+/** One counter's state after this request's hit. */
+interface Counted {
+  readonly counter: Counter
+  readonly max: number
+  readonly count: number
+  readonly ttlMs: number
+}
+
 /**
  * A route's limits. `personal` ones (a bucket per caller) are counted first; `shared` ones (`by:
  * 'all'`) only when no personal limit refused the request — so a caller over its own quota cannot
  * keep spending a limit everyone shares.
  */
 interface RouteLimits {
-  readonly personal: readonly ResolvedLimit[]
-  readonly shared: readonly ResolvedLimit[]
+  readonly personal: readonly Counter[]
+  readonly shared: readonly Counter[]
 }
 
 const kLimits = Symbol('fastify-gateway.rate-limits')
 const NO_LIMITS: RouteLimits = Object.freeze({ personal: Object.freeze([]), shared: Object.freeze([]) })
 const INVALID: RouteLimits = Object.freeze({ personal: Object.freeze([]), shared: Object.freeze([]) })
+const SHARED_BUCKET = 'all'
+
+function maxOf (limit: ResolvedLimit, consumer: Consumer | null): number {
+  if (typeof limit.max === 'number') return limit.max
+  let max: unknown
+  try {
+    max = limit.max(consumer)
+  } catch (error) {
+    throw new LimitEvaluationError(`rate limit "${limit.name}": max() threw`, { cause: error })
+  }
+  if (!Number.isSafeInteger(max) || (max as number) < 0) throw new LimitEvaluationError(`rate limit "${limit.name}": max() returned ${String(max)}`)
+  return max as number
+}
 
 const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rateLimit (fastify, input) {
   const options = resolveRateLimitOptions(input)
-  const { store, storeTimeoutMs, storeRetryIntervalMs, onStoreError, memoryKeys } = options
-  const createLocal = await countingEngine(fastify, { global: false, store: MemoryStore as never })
-  const createShared = store === undefined ? undefined : await countingEngine(fastify, { global: false, redis: store as never, nameSpace: options.keyPrefix })
-  const checks = new WeakMap<ResolvedLimit, { shared: Check | undefined, local: Check }>()
+  const { store, storeTimeoutMs, storeRetryIntervalMs, onStoreError, memoryKeys, keyPrefix } = options
+  const redis = store === undefined ? undefined : new RedisCounters(store)
+  const deadlines = new Deadlines(storeTimeoutMs)
+  const counters = new WeakMap<ResolvedLimit, Counter>()
   const serviceLimits = new Map<string, ResolvedLimit | undefined>()
   // What the first route of each service declared: every route of a service must carry the same.
   const serviceDeclared = new Map<string, unknown>()
@@ -57,30 +85,13 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       : undefined)
   })
 
-  function checksOf (limit: ResolvedLimit, key: string): { shared: Check | undefined, local: Check } {
-    let found = checks.get(limit)
-    if (found === undefined) {
-      const definition = {
-        max: typeof limit.max === 'number'
-          ? limit.max
-          : (request: FastifyRequest) => {
-              let max: unknown
-              try {
-                max = (limit.max as (consumer: unknown) => unknown)(request.consumer ?? null)
-              } catch (error) {
-                throw new LimitEvaluationError(`rate limit "${limit.name}": max() threw`, { cause: error })
-              }
-              if (!Number.isSafeInteger(max) || (max as number) < 0) throw new LimitEvaluationError(`rate limit "${limit.name}": max() returned ${String(max)}`)
-              return max as number
-            },
-        timeWindow: limit.windowMs,
-        keyGenerator: limit.by === 'all' ? () => `${key}:all` : (request: FastifyRequest) => `${key}:${identityOf(request)}`,
-        cache: memoryKeys
-      }
-      found = { shared: createShared?.(definition), local: createLocal(definition) }
-      checks.set(limit, found)
+  function counterOf (limit: ResolvedLimit, key: string): Counter {
+    let counter = counters.get(limit)
+    if (counter === undefined) {
+      counter = Object.freeze({ limit, key, memory: new MemoryCounters(memoryKeys) })
+      counters.set(limit, counter)
     }
-    return found
+    return counter
   }
 
   /**
@@ -110,13 +121,13 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     } else {
       key = ''
     }
-    const limits = [options.perConsumer, extra].filter((limit): limit is ResolvedLimit => limit !== undefined)
-    if (limits.length === 0) return NO_LIMITS
-    if (options.perConsumer !== undefined) checksOf(options.perConsumer, 'consumer')
-    if (extra !== undefined) checksOf(extra, key)
+    const applicable: Counter[] = []
+    if (options.perConsumer !== undefined) applicable.push(counterOf(options.perConsumer, 'consumer'))
+    if (extra !== undefined) applicable.push(counterOf(extra, key))
+    if (applicable.length === 0) return NO_LIMITS
     return Object.freeze({
-      personal: Object.freeze(limits.filter((limit) => limit.by === 'consumer')),
-      shared: Object.freeze(limits.filter((limit) => limit.by === 'all'))
+      personal: Object.freeze(applicable.filter((counter) => counter.limit.by === 'consumer')),
+      shared: Object.freeze(applicable.filter((counter) => counter.limit.by === 'all'))
     })
   }
 
@@ -172,67 +183,74 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     })
   }
 
-  async function countShared (request: FastifyRequest, limits: readonly ResolvedLimit[]): Promise<Counted[] | undefined> {
-    if (Date.now() < storeDownUntil) return undefined
-    try {
-      const counted = await withinStoreTimeout(Promise.all(limits.map(async (limit) => await (checks.get(limit)?.shared as Check)(request))), storeTimeoutMs)
-      storeUp()
-      return counted as Counted[]
-    } catch (error) {
-      if (error instanceof LimitEvaluationError) throw error
-      factsOf(request).storeError = true
-      storeDown(error)
-      return undefined
+  /** Counts a batch in memory, synchronously. */
+  function countInMemory (batch: readonly Counter[], bucket: string, consumer: Consumer | null, into: Counted[]): void {
+    const now = Date.now()
+    for (const counter of batch) {
+      const max = maxOf(counter.limit, consumer)
+      const window = counter.memory.hit(bucket, counter.limit.windowMs, now)
+      into.push({ counter, max, count: window.count, ttlMs: window.resetAt - now })
     }
   }
 
-  /** Counts one batch: in the store, or per the failure policy; `'open'`/`'closed'` when it decided. */
-  async function count (request: FastifyRequest, batch: readonly ResolvedLimit[]): Promise<Counted[] | 'open' | 'closed'> {
-    if (batch.length === 0) return []
-    if (store !== undefined) {
-      const counted = await countShared(request, batch)
-      if (counted !== undefined) return counted
-      if (onStoreError !== 'local') return onStoreError
+  /**
+   * Counts a batch in Redis with one script call (all keys of a batch share the caller's hash tag),
+   * bounded by storeTimeout; false when the store failed or was too slow.
+   */
+  async function countInStore (client: RedisCounters, request: FastifyRequest, batch: readonly Counter[], bucket: string, into: Counted[]): Promise<boolean> {
+    const maxes = batch.map((counter) => maxOf(counter.limit, request.consumer ?? null))
+    // The bucket is the hash tag: all keys of one batch are in one Redis Cluster slot.
+    const keys = batch.map((counter) => `${keyPrefix}{${bucket}}:${counter.key}`)
+    const windows = batch.map((counter) => counter.limit.windowMs)
+    let hits: number[]
+    try {
+      hits = await new Promise<number[]>((resolve, reject) => {
+        const deadline = deadlines.start(() => { reject(new StoreTimeoutError('rate-limit store too slow')) })
+        client.hit(keys, windows).then((result) => { if (deadline.settle()) resolve(result) }, (error: unknown) => { if (deadline.settle()) reject(error) })
+      })
+    } catch (error) {
+      factsOf(request).storeError = true
+      storeDown(error)
+      return false
     }
-    return await Promise.all(batch.map(async (limit) => await (checks.get(limit)?.local as Check)(request))) as Counted[]
+    storeUp()
+    batch.forEach((counter, i) => into.push({ counter, max: maxes[i], count: Number(hits[2 * i]), ttlMs: Number(hits[2 * i + 1]) }))
+    return true
   }
 
   const policyItem = createPolicyItems()
 
-  /** Counts and decides; true when it answered the request (429 or 503). */
-  async function enforce (request: FastifyRequest, reply: FastifyReply, limits: RouteLimits): Promise<boolean> {
-    const personal = await count(request, limits.personal)
-    if (personal === 'closed') return refuseForStore(reply)
-    if (personal === 'open') return false
-    const evaluated: Array<[ResolvedLimit, Counted]> = limits.personal.map((limit, i) => [limit, personal[i]])
-    if (limits.shared.length > 0 && !evaluated.some(([limit, result]) => result.isExceeded && !limit.dryRun)) {
-      const shared = await count(request, limits.shared)
-      if (shared === 'closed') return refuseForStore(reply)
-      if (shared !== 'open') limits.shared.forEach((limit, i) => evaluated.push([limit, shared[i]]))
-    }
+  /** Whether a non-dry-run limit of the batch refused the request. */
+  const refused = (counted: readonly Counted[]): boolean => counted.some((result) => result.count > result.max && !result.counter.limit.dryRun)
 
+  /** Headers, and the 429 when a limit refused; true when it answered the request. */
+  function decide (request: FastifyRequest, reply: FastifyReply, counted: readonly Counted[], bucketOf: (counter: Counter) => string): boolean {
     let policies = ''
     let states = ''
     let retryAfter = 0
     let refusedBy: string | undefined
-    let tightest: Counted | undefined
-    for (const [limit, result] of evaluated) {
+    let tightest: { max: number, remaining: number, reset: number } | undefined
+    for (const { counter, max, count, ttlMs } of counted) {
+      const { limit } = counter
+      const exceeded = count > max
       if (limit.dryRun) {
-        if (result.isExceeded) request.log.info({ limit: limit.name, key: result.key }, 'rate limit would block (dry run)')
+        if (exceeded) request.log.info({ limit: limit.name, key: `${counter.key}:${bucketOf(counter)}` }, 'rate limit would block (dry run)')
         continue
       }
+      const remaining = Math.max(0, max - count)
+      const reset = Math.ceil(ttlMs / 1000)
       const separator = policies === '' ? '' : ', '
-      policies += separator + policyItem(limit, result.max)
-      states += `${separator}"${limit.name}";r=${result.remaining};t=${result.ttlInSeconds}`
-      if (result.isExceeded) {
-        retryAfter = Math.max(retryAfter, result.ttlInSeconds, 1)
+      policies += separator + policyItem(limit, max)
+      states += `${separator}"${limit.name}";r=${remaining};t=${reset}`
+      if (exceeded) {
+        retryAfter = Math.max(retryAfter, reset, 1)
         refusedBy ??= limit.name
       }
-      if (tightest === undefined || result.remaining < tightest.remaining) tightest = result
+      if (tightest === undefined || remaining < tightest.remaining) tightest = { max, remaining, reset }
     }
     if (policies !== '') reply.header('ratelimit-policy', policies).header('ratelimit', states)
     if (options.legacyHeaders && tightest !== undefined) {
-      reply.header('x-ratelimit-limit', tightest.max).header('x-ratelimit-remaining', tightest.remaining).header('x-ratelimit-reset', tightest.ttlInSeconds)
+      reply.header('x-ratelimit-limit', tightest.max).header('x-ratelimit-remaining', tightest.remaining).header('x-ratelimit-reset', tightest.reset)
     }
     if (retryAfter === 0) return false
     request.log.debug({ consumer: request.consumer?.id }, 'rate limited')
@@ -241,9 +259,42 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     return true
   }
 
-  function refuseForStore (reply: FastifyReply): true {
+  function refuseForStore (reply: FastifyReply): void {
     sendProblem(reply, 'GATEWAY_ERR_RATE_LIMIT_STORE', { headers: { 'retry-after': Math.ceil(storeRetryIntervalMs / 1000) } })
-    return true
+  }
+
+  /** Counts a batch through the store, else per the failure policy: locally, or `'open'`/`'closed'`. */
+  async function countThroughStore (client: RedisCounters, request: FastifyRequest, batch: readonly Counter[], bucket: string, into: Counted[]): Promise<'counted' | 'open' | 'closed'> {
+    if (Date.now() >= storeDownUntil && await countInStore(client, request, batch, bucket, into)) return 'counted'
+    if (onStoreError !== 'local') return onStoreError
+    countInMemory(batch, bucket, request.consumer ?? null, into)
+    return 'counted'
+  }
+
+  /** The Redis path: a promise per request, at most one store call per batch. */
+  async function enforceThroughStore (client: RedisCounters, request: FastifyRequest, reply: FastifyReply, limits: RouteLimits, identity: string): Promise<boolean> {
+    const counted: Counted[] = []
+    const personal = await countThroughStore(client, request, limits.personal, identity, counted)
+    if (personal === 'closed') {
+      refuseForStore(reply)
+      return true
+    }
+    if (personal === 'open') return false
+    if (limits.shared.length > 0 && !refused(counted)) {
+      const shared = await countThroughStore(client, request, limits.shared, SHARED_BUCKET, counted)
+      if (shared === 'closed') {
+        refuseForStore(reply)
+        return true
+      }
+    }
+    return decide(request, reply, counted, (counter) => counter.limit.by === 'all' ? SHARED_BUCKET : identity)
+  }
+
+  function cannotEvaluate (request: FastifyRequest, reply: FastifyReply, error: unknown): void {
+    // A limit that cannot be evaluated (e.g. a max() that throws) must not reach the host's error
+    // handler with its message: answer like any other gateway failure.
+    request.log.error({ err: error }, 'rate limit could not be evaluated')
+    sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
   }
 
   fastify.addHook('onRequest', function limitRequest (request, reply, done) {
@@ -256,13 +307,25 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
       return
     }
-    // Never decide from reply.sent: with an async onSend hook a 429 is still being written.
-    enforce(request, reply, limits).then((answered) => { if (!answered) done() }, (error: unknown) => {
-      // A limit that cannot be evaluated (e.g. a max() that throws) must not reach the host's error
-      // handler with its message: answer like any other gateway failure.
-      request.log.error({ err: error }, 'rate limit could not be evaluated')
-      sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
-    })
+    const identity = identityOf(request)
+    if (redis !== undefined) {
+      // Never decide from reply.sent: with an async onSend hook a 429 is still being written.
+      enforceThroughStore(redis, request, reply, limits, identity).then((answered) => { if (!answered) done() }, (error: unknown) => { cannotEvaluate(request, reply, error) })
+      return
+    }
+    // The memory store: counted and decided synchronously.
+    let answered: boolean
+    try {
+      const counted: Counted[] = []
+      const consumer = request.consumer ?? null
+      countInMemory(limits.personal, identity, consumer, counted)
+      if (limits.shared.length > 0 && !refused(counted)) countInMemory(limits.shared, SHARED_BUCKET, consumer, counted)
+      answered = decide(request, reply, counted, (counter) => counter.limit.by === 'all' ? SHARED_BUCKET : identity)
+    } catch (error) {
+      cannotEvaluate(request, reply, error)
+      return
+    }
+    if (!answered) done()
   })
 }
 

@@ -149,7 +149,9 @@ t.test('invalid limits are refused at registration', async (t) => {
     [{ perConsumer: { max: 10 } }, 'rateLimit.perConsumer.window'],
     [{ perConsumer: { max: 10, window: '1m', by: 'ip' } }, 'rateLimit.perConsumer.by'],
     [{ onStoreError: 'retry' }, 'rateLimit.onStoreError'],
-    [{ store: {} }, 'rateLimit.store']
+    [{ store: {} }, 'rateLimit.store'],
+    // The gateway puts the caller's identity in braces (the hash tag); a brace of the prefix would win.
+    [{ keyPrefix: 'gw{eu}:' }, 'rateLimit.keyPrefix']
   ] as const) {
     const app = Fastify()
     app.register(gateway, { auth: false, rateLimit: rateLimit as never })

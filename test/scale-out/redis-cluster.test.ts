@@ -16,7 +16,8 @@ const COMMAND_TIMEOUT_MS = 200 // ioredis commandTimeout on every cluster node
 // gateways, the cluster and this process compete, and a cold connection adds tens of ms.
 const LATENCY_BOUND_MS = 1_000
 // The engine's key for the per-consumer limit of the HS256 consumer of spread() (see docs/rate-limit.md § Keys).
-const counterKey = (prefix: string): string => `${prefix}undefinedundefined-consumer:jwt::consumer-1`
+// The caller's identity is the hash tag: all its personal limits share one slot, one script call.
+const counterKey = (prefix: string, limit = 'consumer'): string => `${prefix}{jwt::consumer-1}:${limit}`
 
 interface Env {
   cluster: TestRedisCluster
@@ -26,7 +27,7 @@ interface Env {
   keyPrefix: string
 }
 
-async function setup (t: Test, onStoreError: 'local' | 'closed', timeouts = { command: COMMAND_TIMEOUT_MS, store: STORE_TIMEOUT_MS }): Promise<Env> {
+async function setup (t: Test, onStoreError: 'local' | 'closed', timeouts = { command: COMMAND_TIMEOUT_MS, store: STORE_TIMEOUT_MS }, extra: Record<string, string> = {}): Promise<Env> {
   const cluster = await startTestRedisCluster({ masters: 3, nodeTimeout: NODE_TIMEOUT_MS })
   const upstream = await createTestUpstream()
   const client = new Cluster([...cluster.nodes], { enableOfflineQueue: false, redisOptions: { commandTimeout: 1_000, maxRetriesPerRequest: 1 } })
@@ -46,7 +47,8 @@ async function setup (t: Test, onStoreError: 'local' | 'closed', timeouts = { co
     ON_STORE_ERROR: onStoreError,
     COMMAND_TIMEOUT: String(timeouts.command),
     STORE_TIMEOUT: String(timeouts.store),
-    MAX: '100'
+    MAX: '100',
+    ...extra
   }))
   return { cluster, client, instances, upstream, keyPrefix }
 }
@@ -77,6 +79,18 @@ t.test('3 instances, 3-master cluster, max = 100 per minute: 300 requests from o
   t.equal(await env.client.get(counterKey(env.keyPrefix)), '300', 'all 300 counted in one key of the cluster')
   t.ok(await env.client.pttl(counterKey(env.keyPrefix)) > 0, 'the counter expires with its window')
   t.comment(`latency: ${latencies(answers)}`)
+})
+
+t.test('a consumer limit and a service limit in a cluster: both counted by one script call in the caller\'s slot, exactly', async (t) => {
+  // The service allows 60 per consumer, the consumer limit 100: the service limit decides. Both keys
+  // of the caller carry its identity as hash tag; a CROSSSLOT refusal would be a 503 under closed.
+  const env = await setup(t, 'closed', { command: 1_000, store: 1_000 }, { SERVICE_MAX: '60' })
+  const answers = await spread(env.instances.map((instance) => instance.port), 150, 30)
+  t.same(tally(answers), { 200: 60, '429 GATEWAY_ERR_RATE_LIMITED': 90 }, 'exactly 60 admitted by the service limit')
+  t.equal(env.upstream.requests.length, 60, 'the upstream received exactly 60')
+  t.equal(await env.client.get(counterKey(env.keyPrefix)), '150', 'the consumer counter saw all 150')
+  t.equal(await env.client.get(counterKey(env.keyPrefix, 'service:api')), '150', 'the service counter saw all 150')
+  t.equal(await env.client.cluster('KEYSLOT', counterKey(env.keyPrefix)), await env.client.cluster('KEYSLOT', counterKey(env.keyPrefix, 'service:api')), 'one slot')
 })
 
 for (const onStoreError of ['local', 'closed'] as const) {
