@@ -25,7 +25,8 @@ const limits = (store) => ({
   ...(store === undefined ? {} : { store }),
   perConsumer: { max: 1e9, window: '1m' }
 })
-const service = (rateLimit) => ({ api: { upstream, prefix: '/api', ...(rateLimit ? { rateLimit: { max: 1e9, window: '1m' } } : {}) } })
+// SERVICE_EXTRA (JSON) is merged into the service: A/B experiments such as {"breaker":false}.
+const service = (rateLimit) => ({ api: { upstream, prefix: '/api', ...(rateLimit ? { rateLimit: { max: 1e9, window: '1m' } } : {}), ...JSON.parse(process.env.SERVICE_EXTRA ?? '{}') } })
 async function redisClient () {
   const { Redis } = await import('ioredis')
   // Auto-pipelining (recommended in docs/rate-limit.md): both limits of a request share one write.

@@ -4,7 +4,7 @@
  * closes (the upstream status's verdict if the whole body went out, else not counted).
  */
 import type { FastifyReply } from 'fastify'
-import { NotCountedError } from '../plugins/breaker.js'
+import { NotCountedError, type CallTicket, type Circuit } from './circuit.js'
 
 /** A failure the breaker counts: the upstream answered with a failure status (5xx). */
 export class UpstreamStatusError extends Error {
@@ -12,11 +12,12 @@ export class UpstreamStatusError extends Error {
 }
 
 /**
- * A proxied call that runs in a breaker, until its outcome is reported. `verdict` is what the
- * upstream's status says (null: success), known in onResponse and reported once the body is through.
+ * A proxied call that runs in a breaker, until its outcome is recorded. `verdict` is what the
+ * upstream's status says (null: success), known in onResponse and recorded once the body is through.
  */
 export interface PendingOutcome {
-  report: (failure: Error | undefined) => void
+  readonly circuit: Circuit
+  readonly ticket: CallTicket
   verdict: Error | null | undefined
 }
 export const outcomes = new WeakMap<object, PendingOutcome>()
@@ -27,7 +28,7 @@ export function settle (request: object, failure: Error | undefined): void {
   const pending = outcomes.get(request)
   if (pending === undefined) return
   outcomes.delete(request)
-  pending.report(failure)
+  pending.circuit.record(pending.ticket, failure)
 }
 
 /** The response is closed: the status decides if the whole upstream body was written out, else it is not counted. */

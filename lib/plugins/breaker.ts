@@ -1,13 +1,13 @@
 /**
- * breaker: one circuit breaker per service (opossum), used by the proxy and available to the team's
+ * breaker: one circuit breaker per service (lib/internal/circuit.ts), used by the proxy and available to the team's
  * own handlers as `fastify.gateway.breaker(name)`. Transport errors, timeouts and 5xx count as
  * failures, 4xx as successes. Open → 503 `GATEWAY_ERR_CIRCUIT_OPEN` with `Retry-After` until the
  * next probe; half-open lets exactly one probe through. Breakers are shut down in onClose.
  */
 import type { FastifyPluginAsync } from 'fastify'
-import CircuitBreaker from 'opossum'
 import fp from 'fastify-plugin'
 import { InvalidOptionError } from '../errors.js'
+import { Circuit, NotCountedError, REFUSED } from '../internal/circuit.js'
 import { toMilliseconds, type Duration } from '../internal/duration.js'
 import { isPlainObject, optionalObject, positiveInteger, rejectUnknownKeys } from '../internal/options.js'
 
@@ -24,7 +24,7 @@ export interface BreakerPolicy {
   errorThresholdPercentage?: number
   /** How long the breaker stays open before one probe is let through. Default 30 s. */
   resetTimeout?: Duration
-  /** Requests in the window before the breaker may open at all. Default 10 (opossum's 0 opens on the first failure). */
+  /** Requests in the window before the breaker may open at all. Default 10 (0 would open on the first failure). */
   volumeThreshold?: number
   /** The rolling window failures are counted in. Default 10 s. */
   rollingWindow?: Duration
@@ -86,14 +86,7 @@ export class BreakerOpenError extends Error {
   readonly code = 'GATEWAY_CIRCUIT_OPEN'
 }
 
-/** A failure that must not count against the upstream (e.g. the client's body was too large). */
-export class NotCountedError extends Error {
-  readonly code: string
-  constructor (code: string) {
-    super(code)
-    this.code = code
-  }
-}
+export { NotCountedError }
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -105,6 +98,14 @@ declare module 'fastify' {
       breakers: () => readonly ServiceBreaker[]
     }
   }
+}
+
+// The proxy records its calls on the circuit itself, synchronously: no promise per request.
+const circuitsByBreaker = new WeakMap<ServiceBreaker, Circuit>()
+
+/** The state machine behind a breaker of this plugin (for the proxy). */
+export function circuitOf (breaker: ServiceBreaker): Circuit {
+  return circuitsByBreaker.get(breaker) as Circuit
 }
 
 const DEFAULTS = Object.freeze({ errorThresholdPercentage: 50, resetTimeoutMs: 30_000, volumeThreshold: 10, rollingWindowMs: 10_000 })
@@ -132,60 +133,44 @@ const breakerPlugin: FastifyPluginAsync<BreakerOptions> = async function breaker
   rejectUnknownKeys(options, ['services'], 'breaker')
   const breakers = new Map<string, ServiceBreaker>()
   const policies = new Map<string, ReturnType<typeof resolvePolicy>>()
-  const circuits: CircuitBreaker[] = []
+  const circuits: Circuit[] = []
 
   function createBreaker (name: string, target: number | undefined, policy: ReturnType<typeof resolvePolicy>): ServiceBreaker {
-    const circuit: CircuitBreaker = new CircuitBreaker(async (action: () => Promise<unknown>) => await action(), {
-      timeout: false, // the proxy's connect/headers/body timeouts bound every call
-      errorThresholdPercentage: policy.errorThresholdPercentage,
-      resetTimeout: policy.resetTimeoutMs,
-      volumeThreshold: policy.volumeThreshold,
-      rollingCountTimeout: policy.rollingWindowMs,
-      rollingCountBuckets: 10,
-      // opossum's defaults keep every call's latency in the window and sort them all each second (its
-      // snapshots) and on each failure (to decide): O(n log n) work and memory per request, unused here.
-      rollingPercentilesEnabled: false,
-      enableSnapshots: false,
-      // opossum counts a filtered error as a success, and a success closes a half-open circuit: a probe
-      // that never reached the upstream (client abort, refused body) must not close it.
-      errorFilter: (error: unknown): boolean => error instanceof NotCountedError && !circuit.halfOpen
-    })
-    let openedAt = 0
     const transitions = { open: 0, 'half-open': 0, closed: 0 }
     // A target is named by its position in the service's `upstream` list: logs carry no upstream address.
     const where = target === undefined ? { service: name } : { service: name, target }
-    circuit.on('open', () => {
-      openedAt = Date.now()
-      transitions.open++
-      fastify.log.warn(where, 'circuit breaker open: failing fast')
-    })
-    circuit.on('halfOpen', () => {
-      transitions['half-open']++
-      fastify.log.info(where, 'circuit breaker half-open: one probe')
-    })
-    circuit.on('close', () => {
-      transitions.closed++
-      fastify.log.info(where, 'circuit breaker closed')
+    const circuit = new Circuit(policy, (state) => {
+      transitions[state]++
+      if (state === 'open') fastify.log.warn(where, 'circuit breaker open: failing fast')
+      else if (state === 'half-open') fastify.log.info(where, 'circuit breaker half-open: one probe')
+      else fastify.log.info(where, 'circuit breaker closed')
     })
     circuits.push(circuit)
-    return Object.freeze({
+    const serviceBreaker = Object.freeze({
       name,
       target,
       transitions,
-      get state () { return circuit.opened ? 'open' : circuit.halfOpen ? 'half-open' : 'closed' },
+      get state () { return circuit.state },
       async run<T> (action: () => Promise<T>): Promise<T> {
+        const ticket = circuit.tryCall()
+        if (ticket === REFUSED) throw new BreakerOpenError(`circuit of ${name} is open`)
+        let result: T
         try {
-          return await circuit.fire(action) as T
+          result = await action()
         } catch (error) {
-          if ((error as { code?: string }).code === 'EOPENBREAKER') throw new BreakerOpenError(`circuit of ${name} is open`)
+          circuit.record(ticket, error instanceof Error ? error : new Error(String(error)))
           throw error
         }
+        circuit.record(ticket, undefined)
+        return result
       },
-      retryAfterSeconds: () => Math.max(1, Math.ceil((openedAt + policy.resetTimeoutMs - Date.now()) / 1000)),
+      retryAfterSeconds: () => circuit.retryAfterSeconds(),
       countsAsFailure: policy.failureStatuses === undefined
         ? (status: number) => status >= 500
         : (status: number) => (policy.failureStatuses as Set<number>).has(status)
     } satisfies ServiceBreaker)
+    circuitsByBreaker.set(serviceBreaker, circuit)
+    return serviceBreaker
   }
 
   for (const [name, input] of Object.entries(optionalObject(options.services, 'breaker.services'))) {

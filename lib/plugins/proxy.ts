@@ -23,7 +23,8 @@ import { copyUpstreamHeaders } from '../internal/upstream-response-headers.js'
 import { endUpstreamCall, startUpstreamCall } from '../internal/request-facts.js'
 import { traceContextInjectedUpstream } from '../internal/trace-context.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError, upstreamFailureKind } from '../internal/upstream-errors.js'
-import { BreakerOpenError, NotCountedError } from './breaker.js'
+import { circuitOf } from './breaker.js'
+import { NotCountedError, REFUSED, type CallTicket, type Circuit } from '../internal/circuit.js'
 import type { GatewayServiceOptions } from '../types.js'
 
 /**
@@ -45,7 +46,8 @@ export interface ProxyOptions {
 type AnyReply = FastifyReply<any, any, any, any, any, any, any, any>
 
 const DEFAULTS = { requestIdHeader: 'x-request-id' } as const
-const REMOVED_UPSTREAM_REQUEST_HEADERS = [...HOP_BY_HOP_HEADERS, ...FORWARDING_HEADERS, ...CONSUMED_BY_GATEWAY]
+const REMOVED_UPSTREAM_REQUEST_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, ...FORWARDING_HEADERS, ...CONSUMED_BY_GATEWAY])
+const TRACE_CONTEXT_HEADERS: ReadonlySet<string> = new Set(['traceparent', 'tracestate'])
 // reply-from copies whatever `rewriteHeaders` returns onto the reply before it checks the status
 // code; returning nothing and copying in `onResponse` keeps an invalid upstream status (888) from
 // leaking upstream headers onto our 502.
@@ -150,7 +152,10 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   const bases = targets.map((target) => ({ origin: target.origin, path: target.basePath + service.rewritePrefix }))
   const balanced = bases.length > 1
   // Several targets: one breaker each, and a target whose breaker is open is skipped.
-  const circuits = new Map(bases.map((base, index) => [base, balanced && serviceCircuit !== undefined ? fastify.gateway.breaker(service.name, index) : serviceCircuit]))
+  const circuits = new Map(bases.map((base, index) => {
+    const breaker = balanced && serviceCircuit !== undefined ? fastify.gateway.breaker(service.name, index) : serviceCircuit
+    return [base, breaker === undefined ? undefined : circuitOf(breaker)] as const
+  }))
   const balancer = createBalancer(bases, balanced ? service.ejection : undefined, (base) => circuits.get(base)?.state !== 'open')
   const pick = balancer.pick
   // Bulkhead: a slow service may hold `maxConcurrent` requests, never every socket of the gateway.
@@ -179,12 +184,14 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
 
   const fromOptions: FastifyReplyFromHooks = {
     rewriteRequestHeaders (request, upstreamHeaders) {
-      const headers = upstreamHeaders as IncomingHttpHeaders
       // reply-from has already removed `Connection` and the headers it names, and set `host`.
-      for (let i = 0; i < REMOVED_UPSTREAM_REQUEST_HEADERS.length; i++) delete headers[REMOVED_UPSTREAM_REQUEST_HEADERS[i]]
-      if (traceContextInjectedUpstream()) {
-        delete headers.traceparent
-        delete headers.tracestate
+      // Copied into a new object rather than deleted from: a request has a handful of headers, and
+      // seventeen `delete`s of absent names cost about 4 µs where this copy costs 0.1 µs.
+      const incoming = upstreamHeaders as IncomingHttpHeaders
+      const dropTraceContext = traceContextInjectedUpstream()
+      const headers: IncomingHttpHeaders = {}
+      for (const name in incoming) {
+        if (!REMOVED_UPSTREAM_REQUEST_HEADERS.has(name) && !(dropTraceContext && TRACE_CONTEXT_HEADERS.has(name))) headers[name] = incoming[name]
       }
       headers['x-forwarded-for'] = request.ip
       headers['x-forwarded-proto'] = request.protocol
@@ -257,30 +264,31 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       inFlight++
       reply.raw.once('close', release)
     }
+    if (circuit === undefined) {
+      startUpstreamCall(request)
+      return reply.from(target, fromOptions)
+    }
+    const ticket = circuit.tryCall()
+    if (ticket === REFUSED) {
+      endUpstreamCall(request, { failure: 'circuit_open' })
+      sendFallback(reply, () => { sendProblem(reply, 'GATEWAY_ERR_CIRCUIT_OPEN', { headers: { 'retry-after': circuit.retryAfterSeconds() } }) })
+      return reply
+    }
     startUpstreamCall(request)
-    if (circuit === undefined) return reply.from(target, fromOptions)
-    circuit.run(() => forward(request, reply, target)).catch((error: unknown) => {
-      // Other failures were answered by reply-from's hooks; only a refusal by the breaker is ours.
-      if (error instanceof BreakerOpenError && !reply.sent) {
-        endUpstreamCall(request, { failure: 'circuit_open' })
-        sendFallback(reply, () => { sendProblem(reply, 'GATEWAY_ERR_CIRCUIT_OPEN', { headers: { 'retry-after': circuit.retryAfterSeconds() } }) })
-      }
-    })
+    forward(request, reply, target, circuit, ticket)
     return reply
   }
 
-  /** One proxied call as a promise the breaker can count: settled by reply-from's hooks, or when the response closes. */
-  function forward (request: FastifyRequest, reply: FastifyReply, target: string): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      outcomes.set(request, { report: (failure) => { if (failure === undefined) resolve(); else reject(failure) }, verdict: undefined })
-      reply.raw.once('close', () => { settleOnClose(request, reply) })
-      try {
-        reply.from(target, fromOptions)
-      } catch (error) {
-        settle(request, new NotCountedError('GATEWAY_REQUEST_REFUSED'))
-        reply.send(error) // through the error handlers, as without a breaker
-      }
-    })
+  /** One proxied call in the breaker: recorded by reply-from's hooks, or when the response closes. */
+  function forward (request: FastifyRequest, reply: FastifyReply, target: string, circuit: Circuit, ticket: CallTicket): void {
+    outcomes.set(request, { circuit, ticket, verdict: undefined })
+    reply.raw.once('close', () => { settleOnClose(request, reply) })
+    try {
+      reply.from(target, fromOptions)
+    } catch (error) {
+      settle(request, new NotCountedError('GATEWAY_REQUEST_REFUSED'))
+      reply.send(error) // through the error handlers, as without a breaker
+    }
   }
 
   fastify.register(async function gatewayService (instance) {
