@@ -35,7 +35,8 @@ async function redisClient () {
   return client
 }
 // The recommended setup: metrics on a listener of their own (nothing scrapes it during the load).
-const fullMetrics = { expose: { port: 0 } }
+// NO_METRICS=1 leaves metrics out (A/B experiments).
+const fullMetrics = process.env.NO_METRICS ? undefined : { expose: { port: 0 } }
 const fullAuth = {
   jwt: {
     secret: process.env.HMAC_SECRET,
