@@ -75,24 +75,78 @@ return out
 const COMMAND = 'fastifyGatewayHit'
 
 type HitCommand = (...args: Array<string | number>) => Promise<number[]>
+/** `hits` holds `[count, ttl]` pairs; this caller's are at `offset` (in pairs). */
+export type HitCallback = (error: Error | undefined, hits: readonly number[], offset: number) => void
+
+interface Batch {
+  readonly keys: string[]
+  readonly windows: number[]
+  readonly callers: Array<{ offset: number, done: HitCallback }>
+}
+
+// A script call's keys are bounded: a burst is split into calls of at most this many.
+const MAX_KEYS_PER_CALL = 512
 
 /**
- * Counters in Redis: one `EVALSHA` increments every key of a batch and returns `[count, ttl, …]`.
- * A batch must share a hash slot in a Redis Cluster: the plugin puts the caller's identity in
- * braces, so all personal limits of one caller hash alike.
+ * Counters in Redis. The hits of every request of one event-loop turn are sent as one `EVALSHA`
+ * that increments all their keys in order (a key hit twice is counted twice: each caller gets its
+ * own count) and returns `[count, ttl, …]`: one command, one round trip and one reply to parse per
+ * turn instead of one per limit and request. In a Redis Cluster a script's keys must share a slot,
+ * so there the batches are per caller (the plugin puts the caller's identity in braces, the hash tag).
  */
 export class RedisCounters {
   readonly #hit: HitCommand
+  readonly #perCaller: boolean
+  readonly #batches = new Map<string, Batch>()
+  #scheduled = false
 
   constructor (client: RateLimitRedisClient) {
     const commands = client as unknown as Record<string, HitCommand | undefined>
     if (typeof commands[COMMAND] !== 'function') client.defineCommand(COMMAND, { lua: HIT_SCRIPT })
     this.#hit = (commands[COMMAND] as HitCommand).bind(client)
+    this.#perCaller = (client as { isCluster?: unknown }).isCluster === true
   }
 
-  /** Counts one hit of each key (windows in ms, in the same order); resolves to `[count, ttl, …]`. */
-  async hit (keys: readonly string[], windowsMs: readonly number[]): Promise<number[]> {
-    return await this.#hit(keys.length, ...keys, ...windowsMs)
+  /** Counts one hit of each key (in one slot: `tag` is their hash tag), windows in ms in the same order. */
+  hit (tag: string, keys: readonly string[], windowsMs: readonly number[], done: HitCallback): void {
+    const group = this.#perCaller ? tag : ''
+    let batch = this.#batches.get(group)
+    if (batch !== undefined && batch.keys.length + keys.length > MAX_KEYS_PER_CALL) {
+      this.#batches.delete(group)
+      this.#send(batch)
+      batch = undefined
+    }
+    if (batch === undefined) {
+      batch = { keys: [], windows: [], callers: [] }
+      this.#batches.set(group, batch)
+    }
+    batch.callers.push({ offset: batch.keys.length, done })
+    for (let i = 0; i < keys.length; i++) {
+      batch.keys.push(keys[i])
+      batch.windows.push(windowsMs[i])
+    }
+    if (!this.#scheduled) {
+      this.#scheduled = true
+      // After the poll phase: every request whose bytes arrived in this turn has been counted in.
+      setImmediate(() => { this.#flush() })
+    }
+  }
+
+  #flush (): void {
+    this.#scheduled = false
+    const batches = [...this.#batches.values()]
+    this.#batches.clear()
+    for (const batch of batches) this.#send(batch)
+  }
+
+  #send (batch: Batch): void {
+    const { keys, windows, callers } = batch
+    this.#hit(keys.length, ...keys, ...windows).then((hits) => {
+      for (const caller of callers) caller.done(undefined, hits, caller.offset)
+    }, (error: unknown) => {
+      const failure = error instanceof Error ? error : new Error(String(error))
+      for (const caller of callers) caller.done(failure, [], caller.offset)
+    })
   }
 }
 

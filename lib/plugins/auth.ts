@@ -81,6 +81,10 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
   // Every spelling of every header auth sets: removed from every request, public routes included,
   // so a hand-composed gateway without the umbrella's guard configuration cannot be spoofed either.
   const ownHeaders = identityHeaderNames(options).flatMap((name) => separatorSpellings(name) ?? [name])
+  // What one walk over a request's headers removes (a `delete` of an absent name costs ~0.25 µs,
+  // and there are a dozen names): auth's own headers, and unless credentials are forwarded, the
+  // client's credential headers, once they have been read.
+  const removedHeaders: ReadonlySet<string> = new Set([...ownHeaders, ...(options.forwardCredentials ? [] : ['authorization', ...apiKeyHeaders])])
   const publicRoutes: string[] = []
 
   fastify.decorateRequest('consumer', null)
@@ -174,18 +178,15 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
       return
     }
     const headers = request.raw.headers
-    for (let i = 0; i < ownHeaders.length; i++) delete headers[ownHeaders[i]]
     if (policy.mode === 'public') {
       // Unverified, so never forwarded: an upstream must not mistake it for a checked credential.
-      if (!options.forwardCredentials) {
-        delete headers.authorization
-        for (let i = 0; i < apiKeyHeaders.length; i++) delete headers[apiKeyHeaders[i]]
-        if (apiKeyQuery !== undefined) takeQueryParameter(request, apiKeyQuery)
-      }
+      for (const name in headers) if (removedHeaders.has(name)) delete headers[name]
+      if (!options.forwardCredentials && apiKeyQuery !== undefined) takeQueryParameter(request, apiKeyQuery)
       done()
       return
     }
     if (policy.mode === 'invalid') {
+      for (const name in headers) if (removedHeaders.has(name)) delete headers[name]
       sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
       return
     }
@@ -196,11 +197,9 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     // The configured query parameter is always taken out of the URL, used or not.
     const queryKey = apiKeyQuery === undefined ? undefined : takeQueryParameter(request, apiKeyQuery)
     key ??= queryKey
-    if (!options.forwardCredentials) {
-      // Any Authorization (Bearer or not) is the client's credential: the upstream never sees it.
-      delete headers.authorization
-      for (let i = 0; i < apiKeyHeaders.length; i++) delete headers[apiKeyHeaders[i]]
-    }
+    // Read, so now removed: auth's own headers, and (unless forwarded) any Authorization, Bearer or
+    // not, and every API-key spelling: the client's credential, which the upstream never sees.
+    for (const name in headers) if (removedHeaders.has(name)) delete headers[name]
 
     if (bearer !== undefined && verifyToken !== undefined) {
       let result

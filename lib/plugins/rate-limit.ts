@@ -194,19 +194,24 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
   }
 
   /**
-   * Counts a batch in Redis with one script call (all keys of a batch share the caller's hash tag),
-   * bounded by storeTimeout; false when the store failed or was too slow.
+   * Counts a batch in Redis (in the script call of this event-loop turn; all keys of a batch share
+   * the caller's hash tag), bounded by storeTimeout; false when the store failed or was too slow.
    */
   async function countInStore (client: RedisCounters, request: FastifyRequest, batch: readonly Counter[], bucket: string, into: Counted[]): Promise<boolean> {
     const maxes = batch.map((counter) => maxOf(counter.limit, request.consumer ?? null))
     // The bucket is the hash tag: all keys of one batch are in one Redis Cluster slot.
     const keys = batch.map((counter) => `${keyPrefix}{${bucket}}:${counter.key}`)
     const windows = batch.map((counter) => counter.limit.windowMs)
-    let hits: number[]
+    let hits: readonly number[]
+    let offset: number
     try {
-      hits = await new Promise<number[]>((resolve, reject) => {
+      [hits, offset] = await new Promise<[readonly number[], number]>((resolve, reject) => {
         const deadline = deadlines.start(() => { reject(new StoreTimeoutError('rate-limit store too slow')) })
-        client.hit(keys, windows).then((result) => { if (deadline.settle()) resolve(result) }, (error: unknown) => { if (deadline.settle()) reject(error) })
+        client.hit(bucket, keys, windows, (error, result, at) => {
+          if (!deadline.settle()) return
+          if (error === undefined) resolve([result, at])
+          else reject(error)
+        })
       })
     } catch (error) {
       factsOf(request).storeError = true
@@ -214,7 +219,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       return false
     }
     storeUp()
-    batch.forEach((counter, i) => into.push({ counter, max: maxes[i], count: Number(hits[2 * i]), ttlMs: Number(hits[2 * i + 1]) }))
+    batch.forEach((counter, i) => into.push({ counter, max: maxes[i], count: Number(hits[2 * (offset + i)]), ttlMs: Number(hits[2 * (offset + i) + 1]) }))
     return true
   }
 

@@ -1,0 +1,83 @@
+// The counters behind the rate-limit plugin, against a real Redis: the hits of one event-loop turn
+// are one script call, every caller gets its own count, and the memory map stays within its bound.
+import t from 'tap'
+import { randomUUID } from 'node:crypto'
+import { Redis } from 'ioredis'
+import { MemoryCounters, RedisCounters, type HitCallback } from '../../lib/internal/rate-limit-counters.js'
+import { startTestRedis } from '../../lib/testing/index.js'
+
+const redis = await startTestRedis()
+const client = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1 })
+t.teardown(async () => {
+  client.disconnect()
+  await redis.stop()
+})
+await new Promise((resolve) => client.once('ready', resolve))
+
+/** Script calls (EVAL and EVALSHA) Redis has run so far. */
+async function scriptCalls (): Promise<number> {
+  const info = await client.info('commandstats')
+  return [...info.matchAll(/^cmdstat_(?:eval|evalsha):calls=(\d+)/gm)].reduce((sum, match) => sum + Number(match[1]), 0)
+}
+
+function hitAsync (counters: RedisCounters, tag: string, keys: string[], windows: number[]): Promise<number[]> {
+  return new Promise((resolve, reject) => {
+    const done: HitCallback = (error, hits, offset) => {
+      if (error !== undefined) reject(error)
+      else resolve(keys.flatMap((_key, i) => [hits[2 * (offset + i)], hits[2 * (offset + i) + 1]]))
+    }
+    counters.hit(tag, keys, windows, done)
+  })
+}
+
+t.test('the hits of one turn are one script call; a key hit by several callers counts each of them', async (t) => {
+  const counters = new RedisCounters(client)
+  const prefix = `c-${randomUUID()}:`
+  await hitAsync(counters, 'warm', [`${prefix}{warm}:x`], [60_000]) // loads the script
+  const before = await scriptCalls()
+  const callers = Array.from({ length: 30 }, (_, i) => hitAsync(counters, `u${i % 3}`, [`${prefix}{u${i % 3}}:consumer`, `${prefix}{all}:service`], [60_000, 1_000]))
+  const results = await Promise.all(callers)
+  t.equal(await scriptCalls() - before, 1, 'one script call for 30 requests')
+  for (let user = 0; user < 3; user++) {
+    const counts = results.filter((_result, i) => i % 3 === user).map((result) => result[0])
+    t.same(counts, Array.from({ length: 10 }, (_, i) => i + 1), `caller u${user}: counts 1…10, one each`)
+  }
+  t.same(results.map((result) => result[2]), Array.from({ length: 30 }, (_, i) => i + 1), 'the shared key: 1…30')
+  t.ok(results.every((result) => result[1] > 59_000 && result[1] <= 60_000), 'the time left of a 1 min window')
+  t.ok(results.every((result) => result[3] > 0 && result[3] <= 1_000), 'the time left of a 1 s window')
+  t.ok(await client.pttl(`${prefix}{all}:service`) > 0, 'keys expire with their window')
+})
+
+t.test('a burst beyond one call\'s key bound is split, and still counted exactly', async (t) => {
+  const counters = new RedisCounters(client)
+  const key = `c-${randomUUID()}:{burst}:consumer`
+  await hitAsync(counters, 'burst', [`${key}-warm`], [60_000])
+  const before = await scriptCalls()
+  const results = await Promise.all(Array.from({ length: 1200 }, async () => await hitAsync(counters, 'burst', [key], [60_000])))
+  t.equal(await scriptCalls() - before, 3, '1,200 keys → 3 calls of at most 512')
+  t.same(results.map((result) => result[0]).sort((a, b) => a - b), Array.from({ length: 1200 }, (_, i) => i + 1))
+  t.equal(await client.get(key), '1200')
+})
+
+t.test('a failed call fails every caller of its batch', async (t) => {
+  const other = new Redis(redis.url, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true })
+  other.on('error', () => {})
+  const counters = new RedisCounters(other) // never connected: every command fails at once
+  const outcomes = await Promise.allSettled([hitAsync(counters, 'a', ['x:{a}:1'], [1_000]), hitAsync(counters, 'b', ['x:{b}:1'], [1_000])])
+  t.same(outcomes.map((outcome) => outcome.status), ['rejected', 'rejected'])
+  other.disconnect()
+})
+
+t.test('memory counters: a fixed window from the first hit, the least recently hit evicted at the bound', async (t) => {
+  const counters = new MemoryCounters(3)
+  t.same({ ...counters.hit('a', 1_000, 0) }, { count: 1, resetAt: 1_000 })
+  t.same({ ...counters.hit('a', 1_000, 999) }, { count: 2, resetAt: 1_000 })
+  t.same({ ...counters.hit('a', 1_000, 1_000) }, { count: 1, resetAt: 2_000 }, 'a new window once the old one ended')
+  counters.hit('b', 1_000, 1_000)
+  counters.hit('c', 1_000, 1_000)
+  counters.hit('a', 1_000, 1_001) // a is now the most recent
+  counters.hit('d', 1_000, 1_002) // evicts b, the least recently hit
+  t.equal(counters.size, 3)
+  t.equal(counters.hit('a', 1_000, 1_003).count, 3, 'a kept its count')
+  t.equal(counters.hit('b', 1_000, 1_003).count, 1, 'b was evicted and starts over')
+})
