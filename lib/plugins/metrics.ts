@@ -14,6 +14,7 @@ import promClient, { Counter, Gauge, Histogram, Registry } from '@prometheus-io/
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { isAllowed, listenForScrapes, resolveExposure } from '../internal/metrics-exposure.js'
 import { optionalObject, rejectUnknownKeys } from '../internal/options.js'
+import { LocalCounter, LocalHistogram } from '../internal/local-series.js'
 import { recordedFacts } from '../internal/request-facts.js'
 import type { GatewayRoutePolicy } from '../types.js'
 
@@ -115,15 +116,25 @@ function normalizeMetricsOptions (input: unknown) {
   })
 }
 
+interface ResponseSeries { requests: { inc: () => void }, duration: { observe: (seconds: number) => void } }
+
 /** The gateway's own series, registered in `registry`. */
 function createGatewayMetrics (fastify: FastifyInstance, registry: Registry, buckets: number[]) {
   const registers = [registry]
   const breakers = (): ReturnType<FastifyInstance['gateway']['breakers']> => fastify.hasDecorator('gateway') ? fastify.gateway.breakers() : []
   const seenTransitions = new Map<object, Record<string, number>>()
+  // The per-request series count locally and are added in when scraped (lib/internal/local-series.ts).
+  const local = {} as { httpDuration: LocalHistogram, requests: LocalCounter, upstreamDuration: LocalHistogram }
+  const httpDuration = new Histogram({ name: 'http_request_duration_seconds', help: 'Request duration, from arrival to the end of the response, by route pattern', labelNames: ['method', 'route', 'status_code'], buckets, registers, collect () { local.httpDuration.flush() } })
+  const requests = new Counter({ name: 'gateway_requests_total', help: 'Requests answered, by service, route pattern, method and status class', labelNames: ['service', 'route', 'method', 'status_class'], registers, collect () { local.requests.flush() } })
+  const upstreamDuration = new Histogram({ name: 'gateway_upstream_duration_seconds', help: 'From the upstream call to its response headers (or its failure)', labelNames: ['service', 'status_class'], buckets, registers, collect () { local.upstreamDuration.flush() } })
+  local.httpDuration = new LocalHistogram(httpDuration, buckets)
+  local.requests = new LocalCounter(requests)
+  local.upstreamDuration = new LocalHistogram(upstreamDuration, buckets)
   return {
-    httpDuration: new Histogram({ name: 'http_request_duration_seconds', help: 'Request duration, from arrival to the end of the response, by route pattern', labelNames: ['method', 'route', 'status_code'], buckets, registers }),
-    requests: new Counter({ name: 'gateway_requests_total', help: 'Requests answered, by service, route pattern, method and status class', labelNames: ['service', 'route', 'method', 'status_class'], registers }),
-    upstreamDuration: new Histogram({ name: 'gateway_upstream_duration_seconds', help: 'From the upstream call to its response headers (or its failure)', labelNames: ['service', 'status_class'], buckets, registers }),
+    httpDuration: local.httpDuration,
+    requests: local.requests,
+    upstreamDuration: local.upstreamDuration,
     upstreamErrors: new Counter({ name: 'gateway_upstream_errors_total', help: 'Upstream calls that failed or were refused before the call (circuit_open, busy)', labelNames: ['service', 'kind'], registers }),
     rateLimited: new Counter({ name: 'gateway_rate_limited_total', help: 'Requests refused with 429, by the limit that refused them', labelNames: ['limit'], registers }),
     storeErrors: new Counter({ name: 'gateway_rate_limit_store_errors_total', help: 'Rate-limit store calls that failed or timed out (the failure policy applied)', registers }),
@@ -173,24 +184,34 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics
     routeMetrics: { enabled: false }
   })
   const series = createGatewayMetrics(fastify, registry, buckets)
-  // Children by label values: bounded (routes × methods × statuses), and no label hashing per request.
-  const perResponse = new Map<string, { requests: { inc: () => void }, duration: { observe: (seconds: number) => void } }>()
+  // Children by route (its config object), method and status: bounded (routes × methods ×
+  // statuses), found without building a key string per request.
+  const perRoute = new WeakMap<object, { route: string, service: string, byMethod: Map<string, Map<number, ResponseSeries>> }>()
   const upstreamTimers = new Map<string, { observe: (seconds: number) => void }>()
 
   fastify.addHook('onResponse', function countResponse (request: FastifyRequest, reply: FastifyReply, done) {
     // One read: routeOptions builds a new object on every access. The config carries the route's url.
     const config = request.routeOptions.config as { url?: string, gateway?: GatewayRoutePolicy }
-    const route = config.url ?? 'unmatched'
-    const service = config.gateway?.service ?? ''
+    let routeSeries = perRoute.get(config)
+    if (routeSeries === undefined) {
+      routeSeries = { route: config.url ?? 'unmatched', service: config.gateway?.service ?? '', byMethod: new Map() }
+      perRoute.set(config, routeSeries)
+    }
+    const { route, service } = routeSeries
+    const method = request.method
     const status = reply.statusCode
-    const key = `${service}\n${route}\n${request.method}\n${status}`
-    let children = perResponse.get(key)
+    let byStatus = routeSeries.byMethod.get(method)
+    if (byStatus === undefined) {
+      byStatus = new Map()
+      routeSeries.byMethod.set(method, byStatus)
+    }
+    let children = byStatus.get(status)
     if (children === undefined) {
       children = {
-        requests: series.requests.labels({ service, route, method: request.method, status_class: statusClass(status) }),
-        duration: series.httpDuration.labels({ method: request.method, route, status_code: String(status) })
+        requests: series.requests.child({ service, route, method, status_class: statusClass(status) }),
+        duration: series.httpDuration.child({ method, route, status_code: String(status) })
       }
-      perResponse.set(key, children)
+      byStatus.set(status, children)
     }
     children.requests.inc()
     children.duration.observe(reply.elapsedTime / 1000)
@@ -201,7 +222,7 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics
         const timerKey = `${service}\n${upstreamClass}`
         let timer = upstreamTimers.get(timerKey)
         if (timer === undefined) {
-          timer = series.upstreamDuration.labels({ service, status_class: upstreamClass })
+          timer = series.upstreamDuration.child({ service, status_class: upstreamClass })
           upstreamTimers.set(timerKey, timer)
         }
         timer.observe(facts.upstreamMs / 1000)

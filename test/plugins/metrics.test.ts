@@ -182,3 +182,30 @@ async function get (port: number, path: string): Promise<{ status: number, body:
     }).on('error', reject).end()
   })
 }
+
+t.test('durations and counts are exact and cumulative across scrapes (counted locally, added in at each scrape)', async (t) => {
+  const registry = new Registry()
+  const app = await build(t, { auth: false, metrics: { processMetrics: false, expose: 'public', registry, buckets: [0.5, 60] } })
+  app.get('/fast', { config: { gateway: { public: true } } }, async () => 'ok')
+  app.get('/slow', { config: { gateway: { public: true } } }, async () => { await new Promise((resolve) => setTimeout(resolve, 600)); return 'ok' })
+  const scrape = async (): Promise<string> => (await app.inject({ url: '/metrics' })).body
+  for (let i = 0; i < 3; i++) await app.inject({ url: '/fast' })
+  await app.inject({ url: '/slow' })
+  let text = await scrape()
+  const fast = { route: '/fast', method: 'GET', status_code: '200' }
+  t.equal(sample(text, 'http_request_duration_seconds_count', fast), 3)
+  t.equal(sample(text, 'http_request_duration_seconds_bucket', { ...fast, le: '0.5' }), 3)
+  t.equal(sample(text, 'http_request_duration_seconds_bucket', { route: '/slow', le: '0.5' }), 0, 'the slow request is above 0.5 s')
+  t.equal(sample(text, 'http_request_duration_seconds_bucket', { route: '/slow', le: '60' }), 1)
+  t.equal(sample(text, 'http_request_duration_seconds_bucket', { route: '/slow', le: '+Inf' }), 1)
+  t.ok(sample(text, 'http_request_duration_seconds_sum', { route: '/slow' }) >= 0.6, 'the sum holds the slow request\'s duration')
+  t.equal(sample(text, 'gateway_requests_total', { route: '/fast', status_class: '2xx' }), 3)
+  for (let i = 0; i < 2; i++) await app.inject({ url: '/fast' })
+  text = await scrape()
+  t.equal(sample(text, 'http_request_duration_seconds_count', fast), 5, 'cumulative: 3 + 2')
+  t.equal(sample(text, 'http_request_duration_seconds_bucket', { ...fast, le: '+Inf' }), 5)
+  t.equal(sample(text, 'gateway_requests_total', { route: '/fast', status_class: '2xx' }), 5)
+  text = await scrape()
+  t.equal(sample(text, 'gateway_requests_total', { route: '/fast', status_class: '2xx' }), 5, 'a scrape without traffic adds nothing')
+  t.equal(sample(text, 'http_request_duration_seconds_count', fast), 5)
+})
