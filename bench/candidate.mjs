@@ -17,7 +17,8 @@ async function gatewayApp (extra) {
   const { gateway, gatewayServerOptions } = await import('../dist/esm/index.js')
   // BENCH_LOG=1 shows the candidate's log on stderr (e.g. to see why requests fail).
   const app = Fastify({ logger: process.env.BENCH_LOG ? { level: 'info', stream: process.stderr } : false, ...gatewayServerOptions() })
-  await app.register(gateway, extra(upstream))
+  // GATEWAY_EXTRA (JSON) is merged into the gateway options: A/B experiments such as {"accessLog":false}.
+  await app.register(gateway, { ...extra(upstream), ...JSON.parse(process.env.GATEWAY_EXTRA ?? '{}') })
   return app
 }
 

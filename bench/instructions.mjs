@@ -1,0 +1,77 @@
+// Instructions per request, counted by valgrind's callgrind: unlike CPU time, the count does not
+// move with whatever else the machine is doing, so small differences between candidates show.
+// User-space instructions only (the kernel's socket work, about the same for every proxy, is not
+// in it), and under valgrind everything runs ~50× slower, so a few thousand requests per candidate.
+//   npm run bench:instructions -- [candidate …]   (default: reply-from gateway-proxy gateway-full gateway-full-redis)
+// Repeated runs agree within about 3 % (JIT and GC timing still vary), against ±25 % for CPU time.
+//   REQUESTS (2000), WARMUP_REQUESTS (3000)
+// Needs valgrind (Debian: valgrind) and a build (npm run build). Prints a Markdown table.
+import { execFileSync, spawn } from 'node:child_process'
+import { readFileSync, rmSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
+import autocannon from 'autocannon'
+import { createSigner } from 'fast-jwt'
+import { startTestRedis } from '../dist/esm/testing/index.js'
+
+const REQUESTS = Number(process.env.REQUESTS ?? 2000)
+const WARMUP_REQUESTS = Number(process.env.WARMUP_REQUESTS ?? 3000)
+const HMAC_SECRET = 'bench-secret-bench-secret-bench-secret-42'
+const candidates = process.argv.length > 2 ? process.argv.slice(2) : ['reply-from', 'gateway-proxy', 'gateway-full', 'gateway-full-redis']
+const token = createSigner({ key: HMAC_SECRET, algorithm: 'HS256' })({ sub: 'bench-user', aud: 'bench', exp: Math.floor(Date.now() / 1000) + 3600 })
+const headers = { authorization: `Bearer ${token}` }
+
+function started (child, pattern, ms) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not ready within ${ms} ms`)), ms)
+    child.stdout.on('data', (data) => {
+      const match = pattern.exec(data.toString())
+      if (match) { clearTimeout(timer); resolve(Number(match[1])) }
+    })
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`exited with ${code}`)) })
+  })
+}
+const control = (...args) => execFileSync('callgrind_control', args, { encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'ignore'] })
+const load = (url, amount) => autocannon({ url, amount, connections: 10, headers, timeout: 30 })
+
+const upstream = spawn(process.execPath, ['bench/upstream.mjs'], { stdio: ['ignore', 'pipe', 'inherit'] })
+const upstreamPort = await started(upstream, /ready (\d+)/, 10_000)
+const redis = candidates.includes('gateway-full-redis') ? await startTestRedis() : undefined
+const env = { ...process.env, UPSTREAM: `http://127.0.0.1:${upstreamPort}`, REDIS_URL: redis?.url ?? '', HMAC_SECRET, JWKS_ISSUER: 'http://127.0.0.1:9/', JWKS_URI: 'http://127.0.0.1:9/jwks' }
+const rows = []
+try {
+  for (const candidate of candidates) {
+    const out = `/tmp/fastify-gateway-callgrind-${process.pid}-${candidate}.out`
+    rmSync(out, { force: true })
+    rmSync(`${out}.1`, { force: true })
+    const child = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, 'bench/candidate.mjs', candidate], { env, stdio: ['ignore', 'pipe', 'ignore'] })
+    try {
+      const port = await started(child, /ready (\d+)/, 120_000)
+      const url = `http://127.0.0.1:${port}/api/small`
+      await load(url, WARMUP_REQUESTS)
+      control('--zero', String(child.pid))
+      control('--instr=on', String(child.pid))
+      const result = await load(url, REQUESTS)
+      control('--instr=off', String(child.pid))
+      control('--dump', String(child.pid))
+      await sleep(500)
+      // Each --dump writes <out>.<n>.
+      const totals = readFileSync(`${out}.1`, 'utf8').split('\n').filter((line) => line.startsWith('totals:') || line.startsWith('summary:'))
+      const instructions = Number(totals[totals.length - 1].split(/\s+/)[1])
+      const ok = result['2xx']
+      rows.push({ candidate, perRequest: instructions / ok, ok, errors: result.errors + result.non2xx })
+      console.error(`${candidate}: ${(instructions / ok / 1000).toFixed(1)} k instructions per request (${ok} × 2xx)`)
+    } finally {
+      child.kill('SIGKILL')
+      await new Promise((resolve) => child.once('exit', resolve))
+      rmSync(out, { force: true })
+      rmSync(`${out}.1`, { force: true })
+    }
+  }
+} finally {
+  upstream.kill()
+  await redis?.stop()
+}
+const base = rows.find((row) => row.candidate === 'reply-from')
+console.log('| candidate | instructions per request (k) | ÷ reply-from | non-2xx + errors |')
+console.log('|---|---|---|---|')
+for (const row of rows) console.log(`| ${row.candidate} | ${(row.perRequest / 1000).toFixed(1)} | ${base ? (row.perRequest / base.perRequest).toFixed(2) : '—'} | ${row.errors} |`)
