@@ -30,7 +30,7 @@ const limits = (store) => ({
 const service = (rateLimit) => ({ api: { upstream, prefix: '/api', ...(rateLimit ? { rateLimit: { max: 1e9, window: '1m' } } : {}), ...JSON.parse(process.env.SERVICE_EXTRA ?? '{}') } })
 async function redisClient () {
   const { Redis } = await import('ioredis')
-  // Auto-pipelining (recommended in docs/rate-limit.md): both limits of a request share one write.
+  // Auto-pipelining is optional (docs/rate-limit.md): the gateway batches its own script calls per turn.
   const client = new Redis(process.env.REDIS_URL, { enableOfflineQueue: true, enableAutoPipelining: true, commandTimeout: 500, maxRetriesPerRequest: 1 })
   await new Promise((resolve) => client.once('ready', resolve))
   return client
