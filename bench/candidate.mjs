@@ -31,7 +31,8 @@ const service = (rateLimit) => ({ api: { upstream, prefix: '/api', ...(rateLimit
 async function redisClient () {
   const { Redis } = await import('ioredis')
   // Auto-pipelining is optional (docs/rate-limit.md): the gateway batches its own script calls per turn.
-  const client = new Redis(process.env.REDIS_URL, { enableOfflineQueue: true, enableAutoPipelining: true, commandTimeout: 500, maxRetriesPerRequest: 1 })
+  // AUTO_PIPELINING=0 turns it off (A/B experiments).
+  const client = new Redis(process.env.REDIS_URL, { enableOfflineQueue: true, enableAutoPipelining: process.env.AUTO_PIPELINING !== '0', commandTimeout: 500, maxRetriesPerRequest: 1 })
   await new Promise((resolve) => client.once('ready', resolve))
   return client
 }
