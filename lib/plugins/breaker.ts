@@ -1,7 +1,7 @@
 /**
- * breaker: one circuit breaker per service (lib/internal/circuit.ts), used by the proxy and available to the team's
- * own handlers as `fastify.gateway.breaker(name)`. Transport errors, timeouts and 5xx count as
- * failures, 4xx as successes. Open → 503 `GATEWAY_ERR_CIRCUIT_OPEN` with `Retry-After` until the
+ * breaker: one circuit breaker per service (lib/internal/circuit.ts), used by the proxy and
+ * available to the team's own handlers as `fastify.gateway.breaker(name)`. Transport errors,
+ * timeouts and 5xx count as failures, 4xx as successes. Open → 503 `GATEWAY_ERR_CIRCUIT_OPEN` with `Retry-After` until the
  * next probe; half-open lets exactly one probe through. Breakers are shut down in onClose.
  */
 import type { FastifyPluginAsync } from 'fastify'
