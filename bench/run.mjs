@@ -261,6 +261,8 @@ function report (results, latency, elapsedMs) {
   const addedP50 = added('p50')
   const addedP99 = added('p99')
   const latencyOf = (candidate, field) => latency[candidate] ? median(latency[candidate].map((run) => run[field])).toFixed(2) : 'n/a'
+  const peakRss = Math.max(...Object.entries(summary).filter(([key]) => key.includes('gateway-')).map(([, s]) => s.rss))
+  const failures = Object.values(summary).reduce((sum, s) => sum + s.non2xx + s.errors, 0)
   const verdict = (value, limit, op) => limit === undefined || value === 'n/a' ? '' : ((op === '≤' ? Number(value) <= limit : Number(value) >= limit) ? 'met' : '**not met**')
   const versions = ['fastify', '@fastify/reply-from', '@fastify/http-proxy', 'fast-jwt', 'ioredis', 'undici'].map((name) => `${name} ${JSON.parse(readFileSync(`node_modules/${name}/package.json`, 'utf8')).version}`).join(', ')
   const text = `# Benchmarks
@@ -285,8 +287,8 @@ breaker (on by default). Flags: ${process.env.NODE_FLAGS || 'none'}; token: ${pr
 |---|---|---|
 ${targets.map(([label, value, limit, op]) => `| ${label} | ${value} | ${verdict(value, limit, op)} |`).join('\n')}
 | Added latency at ${LATENCY_RATE.toLocaleString('en')} req/s (gateway-full − direct): p50 ≤ 1 ms, p99 ≤ 3 ms | p50 ${addedP50.toFixed(2)} ms, p99 ${addedP99.toFixed(2)} ms (direct ${latencyOf('direct', 'p50')} / ${latencyOf('direct', 'p99')} ms, gateway-full ${latencyOf('gateway-full', 'p50')} / ${latencyOf('gateway-full', 'p99')} ms) | ${Number.isNaN(addedP50) ? '' : (addedP50 <= 1 && addedP99 <= 3 ? 'met' : '**not met**')} |
-| Gateway peak RSS under load ≤ 150 MiB | ${Math.max(...Object.entries(summary).filter(([key]) => key.includes('gateway-')).map(([, s]) => s.rss)).toFixed(0)} MiB | |
-| Zero non-2xx and zero socket errors | ${Object.values(summary).reduce((sum, s) => sum + s.non2xx + s.errors, 0)} | |
+| Gateway peak RSS under load ≤ 150 MiB | ${peakRss.toFixed(0)} MiB | ${peakRss <= 150 ? 'met' : '**not met**'} |
+| Zero non-2xx and zero socket errors | ${failures} | ${failures === 0 ? 'met' : '**not met**'} |
 
 ## Results
 
@@ -297,7 +299,7 @@ ${rows.join('\n')}
 ## Rerun
 
 \`npm run bench\` (builds first; as root on Debian it installs wrk and redis-server when missing, else it uses autocannon and skips the Redis candidate).
-Environment: \`ROUNDS\`, \`DURATION\`, \`WARMUP\`, \`CONNECTIONS\`, \`ONLY=gateway-proxy,reply-from\`, \`SCENARIOS=get-small\`.
+Environment: \`ROUNDS\`, \`DURATION\`, \`WARMUP\`, \`CONNECTIONS\`, \`ONLY=gateway-proxy,reply-from\`, \`SCENARIOS=get-small\`, \`LATENCY_RATE\`, \`LATENCY_ROUNDS\`, \`LATENCY_SECONDS\`, \`NODE_FLAGS\`, \`PIN=0\` (no CPU pinning), \`PROFILE=<candidate>\`, \`TOKEN=hs256\`. Instructions per request: \`npm run bench:instructions\` (valgrind).
 `
   const file = process.env.BENCH_OUTPUT ?? 'docs/benchmarks.md'
   const previous = (() => { try { return readFileSync(file, 'utf8') } catch { return '' } })()
