@@ -1,11 +1,13 @@
-// npm run bench: every candidate in its own process on 127.0.0.1, one at a time, rounds interleaved
-// (A B C … A B C …), load from wrk when installed (else autocannon). On a shared 2-core machine
-// absolute req/s swing run to run: read the ratios measured side by side, and CPU µs per request
-// (user + sys of the candidate process from /proc, divided by requests), which is far steadier.
+// npm run bench: every candidate in its own process on 127.0.0.1, pinned to a core of its own, and
+// measured one at a time in alternating rounds (A B C, C B A, …); load from wrk when installed (else
+// autocannon). On a shared 2-core machine absolute req/s swing run to run: read the ratios measured
+// side by side, and CPU µs per request (user + sys of the candidate process from /proc, divided by
+// requests). Then the added latency at a fixed rate (bench/fixed-rate.mjs), gateway-full vs direct.
 //   ROUNDS (6), DURATION seconds (3), WARMUP seconds (3), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
 //   PROFILE=gateway-full: that candidate runs under --cpu-prof (profiles in bench/profiles/), and its
 //   most expensive frames are printed (bench/profile.mjs); CPU figures of a profiled run are inflated.
 //   NODE_FLAGS="--max-semi-space-size=8": extra Node flags for every candidate (e.g. for the RSS study).
+//   PIN=0: no CPU pinning. LATENCY_RATE (1000), LATENCY_ROUNDS (3), LATENCY_SECONDS (5), SKIP_LATENCY=1.
 import { spawn, execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { readFileSync, writeFileSync } from 'node:fs'
