@@ -141,12 +141,21 @@ export class RedisCounters {
 
   #send (batch: Batch): void {
     const { keys, windows, callers } = batch
-    this.#hit(keys.length, ...keys, ...windows).then((hits) => {
-      for (const caller of callers) caller.done(undefined, hits, caller.offset)
-    }, (error: unknown) => {
+    const fail = (error: unknown): void => {
       const failure = error instanceof Error ? error : new Error(String(error))
       for (const caller of callers) caller.done(failure, [], caller.offset)
-    })
+    }
+    let sent: Promise<number[]>
+    try {
+      sent = this.#hit(keys.length, ...keys, ...windows)
+    } catch (error) {
+      // A client that throws instead of rejecting (closed, misconfigured) fails the batch, not the process.
+      fail(error)
+      return
+    }
+    sent.then((hits) => {
+      for (const caller of callers) caller.done(undefined, hits, caller.offset)
+    }, fail)
   }
 }
 

@@ -81,3 +81,14 @@ t.test('memory counters: a fixed window from the first hit, the least recently h
   t.equal(counters.hit('a', 1_000, 1_003).count, 3, 'a kept its count')
   t.equal(counters.hit('b', 1_000, 1_003).count, 1, 'b was evicted and starts over')
 })
+
+t.test('a client that throws instead of rejecting fails its batch, not the process', async (t) => {
+  const throwing = {
+    defineCommand () {},
+    fastifyGatewayHit () { throw new Error('client closed') }
+  }
+  const counters = new RedisCounters(throwing as never)
+  const outcome = await Promise.allSettled([hitAsync(counters, 'a', ['x:{a}:1'], [1_000])])
+  t.equal(outcome[0].status, 'rejected')
+  t.match((outcome[0] as PromiseRejectedResult).reason, { message: 'client closed' })
+})
