@@ -54,6 +54,14 @@ export class Deadlines {
     }
   }
 
+  /** `promise`, or a StoreTimeoutError once `ms` have passed (`promise` is not cancelled). */
+  async race<T> (promise: Promise<T>): Promise<T> {
+    return await new Promise<T>((resolve, reject) => {
+      const deadline = this.start(() => { reject(new StoreTimeoutError('rate-limit store too slow')) })
+      promise.then((value) => { if (deadline.settle()) resolve(value) }, (error: unknown) => { if (deadline.settle()) reject(error) })
+    })
+  }
+
   #arm (ms: number): void {
     // Unreferenced: a pending request keeps the process alive, not its deadline.
     this.#timer = setTimeout(() => { this.#expire() }, ms).unref()
@@ -79,19 +87,6 @@ export class Deadlines {
       this.#head = 0
     }
     this.#arm(Math.max(1, queue[this.#head].at - now))
-  }
-}
-
-/** `promise`, or a StoreTimeoutError after `ms` (the readiness ping; requests use Deadlines). */
-export async function withinStoreTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new StoreTimeoutError('rate-limit store too slow')), ms) })
-    ])
-  } finally {
-    clearTimeout(timer)
   }
 }
 

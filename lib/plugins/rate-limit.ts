@@ -12,7 +12,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } f
 import fp from 'fastify-plugin'
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { MemoryCounters, RedisCounters } from '../internal/rate-limit-counters.js'
-import { createPolicyItems, Deadlines, identityOf, LimitEvaluationError, StoreTimeoutError, withinStoreTimeout } from '../internal/rate-limit-engine.js'
+import { createPolicyItems, Deadlines, identityOf, LimitEvaluationError, StoreTimeoutError } from '../internal/rate-limit-engine.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
 import { factsOf } from '../internal/request-facts.js'
 import { addReadinessCheck } from '../internal/readiness.js'
@@ -172,7 +172,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     addReadinessCheck(fastify, 'rateLimitStore', async function rateLimitStoreReady () {
       if (typeof store.ping === 'function') {
         try {
-          await withinStoreTimeout(store.ping(), storeTimeoutMs)
+          await deadlines.race(store.ping())
           storeUp()
         } catch (error) {
           storeDown(error)
@@ -229,7 +229,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
   const refused = (counted: readonly Counted[]): boolean => counted.some((result) => result.count > result.max && !result.counter.limit.dryRun)
 
   /** Headers, and the 429 when a limit refused; true when it answered the request. */
-  function decide (request: FastifyRequest, reply: FastifyReply, counted: readonly Counted[], bucketOf: (counter: Counter) => string): boolean {
+  function decide (request: FastifyRequest, reply: FastifyReply, counted: readonly Counted[], identity: string): boolean {
     let policies = ''
     let states = ''
     let retryAfter = 0
@@ -239,7 +239,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       const { limit } = counter
       const exceeded = count > max
       if (limit.dryRun) {
-        if (exceeded) request.log.info({ limit: limit.name, key: `${counter.key}:${bucketOf(counter)}` }, 'rate limit would block (dry run)')
+        if (exceeded) request.log.info({ limit: limit.name, key: `${counter.key}:${limit.by === 'all' ? SHARED_BUCKET : identity}` }, 'rate limit would block (dry run)')
         continue
       }
       const remaining = Math.max(0, max - count)
@@ -292,7 +292,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
         return true
       }
     }
-    return decide(request, reply, counted, (counter) => counter.limit.by === 'all' ? SHARED_BUCKET : identity)
+    return decide(request, reply, counted, identity)
   }
 
   function cannotEvaluate (request: FastifyRequest, reply: FastifyReply, error: unknown): void {
@@ -325,7 +325,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       const consumer = request.consumer ?? null
       countInMemory(limits.personal, identity, consumer, counted)
       if (limits.shared.length > 0 && !refused(counted)) countInMemory(limits.shared, SHARED_BUCKET, consumer, counted)
-      answered = decide(request, reply, counted, (counter) => counter.limit.by === 'all' ? SHARED_BUCKET : identity)
+      answered = decide(request, reply, counted, identity)
     } catch (error) {
       cannotEvaluate(request, reply, error)
       return
