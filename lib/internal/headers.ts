@@ -1,5 +1,5 @@
 /** Header rules shared by the request guard and the proxy (RFC 9110 § 7.6.1). */
-import type { IncomingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 
 /** Connection-specific headers: meaningful for one hop only, never forwarded in either direction. */
 export const HOP_BY_HOP_HEADERS: readonly string[] = [
@@ -44,6 +44,8 @@ export function connectionTokens (value: string | string[] | undefined): string[
  * adds later (`Connection: close, x-consumer-id`) and have the proxy strip the gateway's own copy.
  */
 export function dropConnectionNominated (headers: IncomingHttpHeaders): void {
+  // What nearly every client sends names no header: nothing to split, drop or rejoin.
+  if (headers.connection === 'keep-alive' || headers.connection === 'close') return
   const tokens = connectionTokens(headers.connection)
   const kept: string[] = []
   for (const token of tokens) {
@@ -52,6 +54,27 @@ export function dropConnectionNominated (headers: IncomingHttpHeaders): void {
   }
   if (kept.length === 0) delete headers.connection
   else headers.connection = kept.join(', ')
+}
+
+/**
+ * Removes the headers in `names` from a request. When there are some (the credential of every
+ * authenticated request), the others are copied into a new object instead: a `delete` of any but
+ * the last-added property turns V8's header object into a slow dictionary, which every later
+ * reader pays for (reply-from's copy, our header walks). `rawHeaders` is the wire, left as is.
+ */
+export function removeRequestHeaders (request: IncomingMessage, names: ReadonlySet<string>): void {
+  const headers = request.headers
+  let found = false
+  for (const name in headers) {
+    if (names.has(name)) {
+      found = true
+      break
+    }
+  }
+  if (!found) return
+  const kept: IncomingHttpHeaders = {}
+  for (const name in headers) if (!names.has(name)) kept[name] = headers[name]
+  request.headers = kept
 }
 
 /**

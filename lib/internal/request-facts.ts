@@ -1,9 +1,11 @@
 /**
  * What the gateway learned about one request while deciding it — why auth refused it, which limit
  * refused it, how the upstream answered — written by the policy plugins and read once in
- * `onResponse` by the metrics and access-log plugins. Kept out of the request object (STYLE: no
- * public underscore properties), in a WeakMap that forgets a request with the request.
+ * `onResponse` by the metrics and access-log plugins. Kept under a symbol of the request (STYLE: no
+ * public underscore properties), declared as a request decoration so that every request has the
+ * same shape; a WeakMap entry per request cost more (a hash, an ephemeron for the GC).
  */
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 
 /** Bounded reasons for a refused credential (the `reason` label of `gateway_auth_failures_total`). */
 export type AuthFailureReason = 'missing' | 'invalid_token' | 'expired' | 'invalid_key' | 'insufficient_scope' | 'unavailable'
@@ -21,42 +23,45 @@ export interface RequestFacts {
   rateLimited?: string
   /** The rate-limit store failed for this request (the failure policy applied). */
   storeError?: true
-  /** `process.hrtime.bigint()` when the upstream call started. */
-  upstreamStart?: bigint
+  /** `performance.now()` when the upstream call started. */
+  upstreamStart?: number
   /** Milliseconds from the upstream call to its response headers, or to its failure. */
   upstreamMs?: number
   upstreamStatus?: number
   upstreamFailure?: UpstreamFailureKind
 }
 
-const facts = new WeakMap<object, RequestFacts>()
+const kFacts = Symbol('fastify-gateway.request-facts')
+// Any request: the proxy's hooks are typed for every server kind (HTTP/2 included).
+type AnyRequest = FastifyRequest<any, any, any, any, any, any, any, any>
+type WithFacts = AnyRequest & { [kFacts]?: RequestFacts | null }
+
+/** Declares the facts on the instance's requests (once per instance; plugins that write facts call it). */
+export function declareRequestFacts (fastify: FastifyInstance): void {
+  if (!fastify.hasRequestDecorator(kFacts)) fastify.decorateRequest(kFacts, null)
+}
 
 /** The facts of `request`, created on first use. */
-export function factsOf (request: object): RequestFacts {
-  let found = facts.get(request)
-  if (found === undefined) {
-    found = {}
-    facts.set(request, found)
-  }
-  return found
+export function factsOf (request: AnyRequest): RequestFacts {
+  return ((request as WithFacts)[kFacts] ??= {})
 }
 
 /** The facts of `request`, or undefined when no plugin recorded any. */
-export function recordedFacts (request: object): RequestFacts | undefined {
-  return facts.get(request)
+export function recordedFacts (request: AnyRequest): RequestFacts | undefined {
+  return (request as WithFacts)[kFacts] ?? undefined
 }
 
 /** Records the upstream call's start; {@link endUpstreamCall} records its end. */
-export function startUpstreamCall (request: object): void {
-  factsOf(request).upstreamStart = process.hrtime.bigint()
+export function startUpstreamCall (request: AnyRequest): void {
+  factsOf(request).upstreamStart = performance.now()
 }
 
-export function endUpstreamCall (request: object, outcome: { status: number } | { failure: UpstreamFailureKind }): void {
+export function endUpstreamCall (request: AnyRequest, outcome: { status: number } | { failure: UpstreamFailureKind }): void {
   const found = factsOf(request)
   // A call the breaker or the bulkhead refused never reached the upstream: it has no duration.
   const called = !('failure' in outcome) || (outcome.failure !== 'circuit_open' && outcome.failure !== 'busy')
   if (called && found.upstreamStart !== undefined && found.upstreamMs === undefined) {
-    found.upstreamMs = Number(process.hrtime.bigint() - found.upstreamStart) / 1e6
+    found.upstreamMs = performance.now() - found.upstreamStart
   }
   if ('status' in outcome) found.upstreamStatus = outcome.status
   else found.upstreamFailure = outcome.failure

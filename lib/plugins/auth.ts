@@ -10,9 +10,9 @@ import fp from 'fastify-plugin'
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { createApiKeyVerifier, KeyLookupUnavailableError } from '../internal/api-keys.js'
 import { assertRoutePolicyShape, identityHeaderNames, resolveAuthOptions, type PublicRoutePattern, type ResolvedAuthOptions } from '../internal/auth-options.js'
-import { separatorSpellings } from '../internal/headers.js'
+import { removeRequestHeaders, separatorSpellings } from '../internal/headers.js'
 import { createTokenVerifier, KeysUnavailableError, TokenRejectedError } from '../internal/jwt.js'
-import { factsOf, type AuthFailureReason } from '../internal/request-facts.js'
+import { declareRequestFacts, factsOf, type AuthFailureReason } from '../internal/request-facts.js'
 import type { AuthOptions, Consumer, GatewayRoutePolicy } from '../types.js'
 
 /** What a route requires, per method. `invalid`: a route registered before the gateway with a bad `config.gateway` (fails closed). */
@@ -64,6 +64,7 @@ function challenge (options: ResolvedAuthOptions, error: 'invalid_token' | 'insu
 
 const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify, input) {
   const options = resolveAuthOptions(input)
+  declareRequestFacts(fastify)
   const verifyToken = options.jwt === undefined ? undefined : createTokenVerifier(options.jwt, fastify.log)
   const verifyApiKey = options.apiKeys === undefined ? undefined : createApiKeyVerifier(options.apiKeys)
   const { id: idHeader, scopes: scopesHeader, claims: claimHeaders } = options.identityHeaders
@@ -180,13 +181,13 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     const headers = request.raw.headers
     if (policy.mode === 'public') {
       // Unverified, so never forwarded: an upstream must not mistake it for a checked credential.
-      for (const name in headers) if (removedHeaders.has(name)) delete headers[name]
+      removeRequestHeaders(request.raw, removedHeaders)
       if (!options.forwardCredentials && apiKeyQuery !== undefined) takeQueryParameter(request, apiKeyQuery)
       done()
       return
     }
     if (policy.mode === 'invalid') {
-      for (const name in headers) if (removedHeaders.has(name)) delete headers[name]
+      removeRequestHeaders(request.raw, removedHeaders)
       sendProblem(reply, 'GATEWAY_ERR_INTERNAL')
       return
     }
@@ -199,7 +200,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     key ??= queryKey
     // Read, so now removed: auth's own headers, and (unless forwarded) any Authorization, Bearer or
     // not, and every API-key spelling: the client's credential, which the upstream never sees.
-    for (const name in headers) if (removedHeaders.has(name)) delete headers[name]
+    removeRequestHeaders(request.raw, removedHeaders)
 
     if (bearer !== undefined && verifyToken !== undefined) {
       let result

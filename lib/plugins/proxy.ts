@@ -17,10 +17,10 @@ import { headerName, optionalObject, rejectUnknownKeys } from '../internal/optio
 import { resolveServices, type ResolvedService } from '../internal/service-options.js'
 import { createBalancer, type BalancedTarget } from '../internal/balancer.js'
 import { createRetryPolicy } from '../internal/retry-policy.js'
-import { outcomes, settle, settleOnClose, UpstreamStatusError } from '../internal/breaker-outcomes.js'
+import { awaitOutcome, pendingOutcome, settle, UpstreamStatusError } from '../internal/breaker-outcomes.js'
 import { startHealthChecks } from '../internal/health-checks.js'
 import { copyUpstreamHeaders } from '../internal/upstream-response-headers.js'
-import { endUpstreamCall, startUpstreamCall } from '../internal/request-facts.js'
+import { declareRequestFacts, endUpstreamCall, startUpstreamCall } from '../internal/request-facts.js'
 import { traceContextInjectedUpstream } from '../internal/trace-context.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError, upstreamFailureKind } from '../internal/upstream-errors.js'
 import { circuitOf } from './breaker.js'
@@ -89,7 +89,7 @@ function answerUpstreamFailure (reply: AnyReply, { error }: { error: Error }, an
   // A body over the limit, or a request undici refused to send, is never a strike against the upstream.
   const root = rootErrorCode(error)
   const notCounted = code === 'GATEWAY_ERR_BODY_TOO_LARGE' || (root !== undefined && REQUEST_REFUSED_CODES.has(root))
-  settle(reply.request, notCounted ? new NotCountedError(code) : error)
+  settle(reply.raw, notCounted ? new NotCountedError(code) : error)
   if (!notCounted) {
     picked.get(reply.request)?.report(false)
     endUpstreamCall(reply.request, { failure: upstreamFailureKind(error) })
@@ -211,11 +211,12 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       const request = reply.request
       endUpstreamCall(request, { status: reply.statusCode })
       if (balanced) picked.get(request)?.report(reply.statusCode < 500)
-      const pending = outcomes.get(request)
+      const pending = pendingOutcome(reply.raw)
       if (pending !== undefined) {
-        // The outcome is known once the body is through (settleOnClose): a reset or stall mid-body is a failure too.
+        // The outcome is known once the body is through (when the response closes): a reset or stall mid-body is a failure too.
         const status = reply.statusCode
-        res.stream.once('error', (error: Error) => { settle(request, error) })
+        const response = reply.raw
+        res.stream.once('error', (error: Error) => { settle(response, error) })
         pending.verdict = (serviceCircuit?.countsAsFailure(status) ?? status >= 500) ? new UpstreamStatusError(`upstream answered ${status}`) : null
       }
       reply.send(res.stream)
@@ -281,12 +282,11 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
 
   /** One proxied call in the breaker: recorded by reply-from's hooks, or when the response closes. */
   function forward (request: FastifyRequest, reply: FastifyReply, target: string, circuit: Circuit, ticket: CallTicket): void {
-    outcomes.set(request, { circuit, ticket, verdict: undefined })
-    reply.raw.once('close', () => { settleOnClose(request, reply) })
+    awaitOutcome(reply.raw, circuit, ticket)
     try {
       reply.from(target, fromOptions)
     } catch (error) {
-      settle(request, new NotCountedError('GATEWAY_REQUEST_REFUSED'))
+      settle(reply.raw, new NotCountedError('GATEWAY_REQUEST_REFUSED'))
       reply.send(error) // through the error handlers, as without a breaker
     }
   }
@@ -316,6 +316,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
 
 const proxyPlugin: FastifyPluginAsync<ProxyOptions> = async function proxy (fastify, input) {
   const { services, requestIdHeader } = normalizeProxyOptions(input)
+  declareRequestFacts(fastify)
   for (const service of services) registerService(fastify, service, requestIdHeader)
 }
 

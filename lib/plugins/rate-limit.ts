@@ -14,7 +14,7 @@ import { InvalidOptionError, sendProblem } from '../errors.js'
 import { MemoryCounters, RedisCounters } from '../internal/rate-limit-counters.js'
 import { createPolicyItems, Deadlines, identityOf, LimitEvaluationError, StoreTimeoutError } from '../internal/rate-limit-engine.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
-import { factsOf } from '../internal/request-facts.js'
+import { declareRequestFacts, factsOf } from '../internal/request-facts.js'
 import { addReadinessCheck } from '../internal/readiness.js'
 import type { Consumer, GatewayRoutePolicy, RateLimitOptions } from '../types.js'
 
@@ -65,6 +65,7 @@ function maxOf (limit: ResolvedLimit, consumer: Consumer | null): number {
 const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rateLimit (fastify, input) {
   const options = resolveRateLimitOptions(input)
   const { store, storeTimeoutMs, storeRetryIntervalMs, onStoreError, memoryKeys, keyPrefix } = options
+  declareRequestFacts(fastify)
   const redis = store === undefined ? undefined : new RedisCounters(store)
   const deadlines = new Deadlines(storeTimeoutMs)
   const counters = new WeakMap<ResolvedLimit, Counter>()
