@@ -28,6 +28,8 @@ interface Counter {
 }
 
 /** One counter's state after this request's hit. */
+type StoreOutcome = 'counted' | 'open' | 'closed'
+
 interface Counted {
   readonly counter: Counter
   readonly max: number
@@ -196,32 +198,50 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
 
   /**
    * Counts a batch in Redis (in the script call of this event-loop turn; all keys of a batch share
-   * the caller's hash tag), bounded by storeTimeout; false when the store failed or was too slow.
+   * the caller's hash tag), bounded by storeTimeout; else per the failure policy: locally, or
+   * `'open'`/`'closed'`. Callbacks, not promises: the Redis path is taken by every request, and four
+   * promise layers per request cost more than the script call's share.
    */
-  async function countInStore (client: RedisCounters, request: FastifyRequest, batch: readonly Counter[], bucket: string, into: Counted[]): Promise<boolean> {
-    const maxes = batch.map((counter) => maxOf(counter.limit, request.consumer ?? null))
-    // The bucket is the hash tag: all keys of one batch are in one Redis Cluster slot.
-    const keys = batch.map((counter) => `${keyPrefix}{${bucket}}:${counter.key}`)
-    const windows = batch.map((counter) => counter.limit.windowMs)
-    let hits: readonly number[]
-    let offset: number
-    try {
-      [hits, offset] = await new Promise<[readonly number[], number]>((resolve, reject) => {
-        const deadline = deadlines.start(() => { reject(new StoreTimeoutError('rate-limit store too slow')) })
-        client.hit(bucket, keys, windows, (error, result, at) => {
-          if (!deadline.settle()) return
-          if (error === undefined) resolve([result, at])
-          else reject(error)
-        })
-      })
-    } catch (error) {
+  function countThroughStore (client: RedisCounters, request: FastifyRequest, batch: readonly Counter[], bucket: string, into: Counted[], next: (outcome: StoreOutcome) => void): void {
+    const consumer = request.consumer ?? null
+    if (Date.now() < storeDownUntil) {
+      next(countWithoutStore(batch, bucket, consumer, into))
+      return
+    }
+    const maxes: number[] = []
+    const keys: string[] = []
+    const windows: number[] = []
+    for (const counter of batch) {
+      maxes.push(maxOf(counter.limit, consumer))
+      // The bucket is the hash tag: all keys of one batch are in one Redis Cluster slot.
+      keys.push(`${keyPrefix}{${bucket}}:${counter.key}`)
+      windows.push(counter.limit.windowMs)
+    }
+    const failed = (error: unknown): void => {
       factsOf(request).storeError = true
       storeDown(error)
-      return false
+      next(countWithoutStore(batch, bucket, consumer, into))
     }
-    storeUp()
-    batch.forEach((counter, i) => into.push({ counter, max: maxes[i], count: Number(hits[2 * (offset + i)]), ttlMs: Number(hits[2 * (offset + i) + 1]) }))
-    return true
+    const deadline = deadlines.start(() => { failed(new StoreTimeoutError('rate-limit store too slow')) })
+    client.hit(bucket, keys, windows, (error, hits, offset) => {
+      if (!deadline.settle()) return
+      if (error !== undefined) {
+        failed(error)
+        return
+      }
+      storeUp()
+      for (let i = 0; i < batch.length; i++) {
+        into.push({ counter: batch[i], max: maxes[i], count: Number(hits[2 * (offset + i)]), ttlMs: Number(hits[2 * (offset + i) + 1]) })
+      }
+      next('counted')
+    })
+  }
+
+  /** The store is down or failed: count locally (`'local'`), or answer per `onStoreError`. */
+  function countWithoutStore (batch: readonly Counter[], bucket: string, consumer: Consumer | null, into: Counted[]): StoreOutcome {
+    if (onStoreError !== 'local') return onStoreError
+    countInMemory(batch, bucket, consumer, into)
+    return 'counted'
   }
 
   const policyItem = createPolicyItems()
@@ -269,31 +289,30 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     sendProblem(reply, 'GATEWAY_ERR_RATE_LIMIT_STORE', { headers: { 'retry-after': Math.ceil(storeRetryIntervalMs / 1000) } })
   }
 
-  /** Counts a batch through the store, else per the failure policy: locally, or `'open'`/`'closed'`. */
-  async function countThroughStore (client: RedisCounters, request: FastifyRequest, batch: readonly Counter[], bucket: string, into: Counted[]): Promise<'counted' | 'open' | 'closed'> {
-    if (Date.now() >= storeDownUntil && await countInStore(client, request, batch, bucket, into)) return 'counted'
-    if (onStoreError !== 'local') return onStoreError
-    countInMemory(batch, bucket, request.consumer ?? null, into)
-    return 'counted'
-  }
-
-  /** The Redis path: a promise per request, at most one store call per batch. */
-  async function enforceThroughStore (client: RedisCounters, request: FastifyRequest, reply: FastifyReply, limits: RouteLimits, identity: string): Promise<boolean> {
+  /**
+   * The Redis path: the personal batch, then (unless it refused already) the shared one, each at
+   * most one store call; `done` when no limit answered. Every step after a store reply runs guarded:
+   * a limit that cannot be evaluated is answered like in the memory path, never thrown into a timer.
+   */
+  function enforceThroughStore (client: RedisCounters, request: FastifyRequest, reply: FastifyReply, limits: RouteLimits, identity: string, done: () => void): void {
     const counted: Counted[] = []
-    const personal = await countThroughStore(client, request, limits.personal, identity, counted)
-    if (personal === 'closed') {
-      refuseForStore(reply)
-      return true
-    }
-    if (personal === 'open') return false
-    if (limits.shared.length > 0 && !refused(counted)) {
-      const shared = await countThroughStore(client, request, limits.shared, SHARED_BUCKET, counted)
-      if (shared === 'closed') {
-        refuseForStore(reply)
-        return true
+    const guarded = (step: (outcome: StoreOutcome) => void) => (outcome: StoreOutcome): void => {
+      try {
+        step(outcome)
+      } catch (error) {
+        cannotEvaluate(request, reply, error)
       }
     }
-    return decide(request, reply, counted, identity)
+    const decideAll = (): void => { if (!decide(request, reply, counted, identity)) done() }
+    countThroughStore(client, request, limits.personal, identity, counted, guarded((personal) => {
+      if (personal === 'closed') return refuseForStore(reply)
+      if (personal === 'open') return done()
+      if (limits.shared.length === 0 || refused(counted)) return decideAll()
+      countThroughStore(client, request, limits.shared, SHARED_BUCKET, counted, guarded((shared) => {
+        if (shared === 'closed') refuseForStore(reply)
+        else decideAll()
+      }))
+    }))
   }
 
   function cannotEvaluate (request: FastifyRequest, reply: FastifyReply, error: unknown): void {
@@ -316,7 +335,11 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     const identity = identityOf(request)
     if (redis !== undefined) {
       // Never decide from reply.sent: with an async onSend hook a 429 is still being written.
-      enforceThroughStore(redis, request, reply, limits, identity).then((answered) => { if (!answered) done() }, (error: unknown) => { cannotEvaluate(request, reply, error) })
+      try {
+        enforceThroughStore(redis, request, reply, limits, identity, done)
+      } catch (error) {
+        cannotEvaluate(request, reply, error)
+      }
       return
     }
     // The memory store: counted and decided synchronously.

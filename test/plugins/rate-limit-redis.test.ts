@@ -270,3 +270,23 @@ t.test('store state changes are logged once: one warn when it fails, one info wh
   t.equal(during.response.statusCode, 200, 'the second outage falls back to memory')
   t.equal(warnings().length, 2, 'one more warn line for the second outage')
 })
+
+t.test('a max() that throws, with the Redis store: 500 for that consumer, in the first batch and in the one after a store reply', async (t) => {
+  const { build } = await setup(t)
+  // alpha's personal max throws before any store call; beta's personal batch is counted in Redis,
+  // then the shared service limit's max throws in the continuation that runs from Redis' reply.
+  const throwsFor = (id: string) => (consumer: { id: string } | null): number => {
+    if (consumer?.id === id) throw new Error('no plan')
+    return 100
+  }
+  const app = await build({ onStoreError: 'closed', perConsumer: { max: throwsFor('alpha'), window: '1m' } }, { max: throwsFor('beta'), window: '1m', by: 'all' })
+  const before = upstream.requests.length
+  for (const who of ['alpha', 'beta'] as const) {
+    const { response } = await call(app, who)
+    t.equal(response.statusCode, 500, who)
+    t.equal(response.json().code, 'GATEWAY_ERR_INTERNAL', who)
+    t.notMatch(response.body, /no plan/, `${who}: the error's message is not sent`)
+  }
+  t.equal(upstream.requests.length, before, 'neither reached the upstream')
+  t.equal((await call(app, 'gamma')).response.statusCode, 200, 'another consumer is served')
+})
