@@ -1,5 +1,5 @@
 // One benchmark candidate, in its own process on 127.0.0.1. Prints "ready <port>".
-//   node bench/candidate.mjs <direct|reply-from|http-proxy|gateway-proxy|gateway-auth|gateway-full|gateway-full-redis>
+//   node bench/candidate.mjs <direct|reply-from|reply-from-2|http-proxy|gateway-proxy|gateway-auth|gateway-full|gateway-full-redis>
 // UPSTREAM (http://127.0.0.1:<port>), REDIS_URL, JWKS_ISSUER, JWKS_URI, HMAC_SECRET come from the runner.
 import { createHash } from 'node:crypto'
 import Fastify from 'fastify'
@@ -53,7 +53,8 @@ switch (kind) {
     // No candidate process: the load goes straight to the upstream.
     console.log(`ready ${new URL(upstream).port}`)
     break
-  case 'reply-from': {
+  case 'reply-from':
+  case 'reply-from-2': { // the A/A control: a second process of the same code
     const app = Fastify({ logger: false })
     await app.register((await import('@fastify/reply-from')).default, { base: upstream })
     app.removeAllContentTypeParsers()

@@ -3,7 +3,7 @@
 // autocannon). On a shared 2-core machine absolute req/s swing run to run: read the ratios measured
 // side by side, and CPU µs per request (user + sys of the candidate process from /proc, divided by
 // requests). Then the added latency at a fixed rate (bench/fixed-rate.mjs), gateway-full vs direct.
-//   ROUNDS (6), DURATION seconds (3), WARMUP seconds (3), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
+//   ROUNDS (16), DURATION seconds (1), WARMUP seconds (3), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
 //   PROFILE=gateway-full: that candidate runs under --cpu-prof (profiles in bench/profiles/), and its
 //   most expensive frames are printed (bench/profile.mjs); CPU figures of a profiled run are inflated.
 //   NODE_FLAGS="--max-semi-space-size=8": extra Node flags for every candidate (e.g. for the RSS study).
@@ -18,8 +18,10 @@ import { loadAtFixedRate } from './fixed-rate.mjs'
 import { createIdentityProvider, startTestRedis } from '../dist/esm/testing/index.js'
 import { createSigner } from 'fast-jwt'
 
-const ROUNDS = Number(process.env.ROUNDS ?? 6)
-const DURATION = Number(process.env.DURATION ?? 3)
+// Many short rounds rather than a few long ones: this machine's speed moves within seconds, so the
+// two measurements of a pair are closer in time, and the median is taken over more pairs.
+const ROUNDS = Number(process.env.ROUNDS ?? 16)
+const DURATION = Number(process.env.DURATION ?? 1)
 const WARMUP = Number(process.env.WARMUP ?? 3)
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50)
 const LATENCY_RATE = Number(process.env.LATENCY_RATE ?? 1000)
@@ -28,7 +30,12 @@ const LATENCY_ROUNDS = Number(process.env.LATENCY_ROUNDS ?? 3)
 const HMAC_SECRET = 'bench-secret-bench-secret-bench-secret-42'
 const CLK_TCK = 100 // Linux USER_HZ
 
-const ALL_CANDIDATES = ['direct', 'reply-from', 'http-proxy', 'gateway-proxy', 'gateway-auth', 'gateway-full', 'gateway-full-redis']
+// reply-from-2 is the A/A control: a second bare reply-from process, whose CPU ratio to the first
+// shows how far this run's ratios are off for code that is the same.
+const ALL_CANDIDATES = ['direct', 'reply-from', 'reply-from-2', 'http-proxy', 'gateway-proxy', 'gateway-auth', 'gateway-full', 'gateway-full-redis', 'gateway-full-capped']
+// gateway-full-capped: gateway-full with the heap flags docs/deployment.md recommends (V8 otherwise
+// sizes its heap from the machine's memory, 24 GiB here).
+const CAPPED_HEAP_FLAGS = ['--max-semi-space-size=4', '--max-old-space-size=96']
 const ALL_SCENARIOS = {
   'get-small': { method: 'GET', path: '/api/small' },
   'get-64k': { method: 'GET', path: '/api/large' },
@@ -80,9 +87,10 @@ async function stop (child) {
   child.kill('SIGTERM')
   await Promise.race([exited, sleep(3_000).then(() => child.kill('SIGKILL'))])
 }
+/** User and system CPU time of a process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat). */
 function cpuTicks (pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return Number(fields[11]) + Number(fields[12]) // utime + stime (fields 14, 15)
+  return { user: Number(fields[11]), sys: Number(fields[12]) }
 }
 function peakRssMiB (pid) {
   const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
@@ -132,6 +140,7 @@ const load = (...args) => hasWrk ? loadWithWrk(...args) : loadWithAutocannon(...
 const PROFILE_DIR = 'bench/profiles'
 function nodeFlags (candidate) {
   const flags = process.env.NODE_FLAGS ? process.env.NODE_FLAGS.split(' ').filter(Boolean) : []
+  if (candidate === 'gateway-full-capped') flags.push(...CAPPED_HEAP_FLAGS)
   if (process.env.PROFILE === candidate) flags.push('--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`)
   return flags
 }
@@ -165,7 +174,7 @@ async function main () {
       const procs = {}
       try {
         for (const candidate of candidates) {
-          procs[candidate] = candidate === 'direct' ? { child: undefined, port: upstream.port } : await start([...nodeFlags(candidate), 'bench/candidate.mjs', candidate], env)
+          procs[candidate] = candidate === 'direct' ? { child: undefined, port: upstream.port } : await start([...nodeFlags(candidate), 'bench/candidate.mjs', candidate.replace(/-capped$/, '')], env)
           await load(urlOf(candidate, procs[candidate], scenario), scenario, headersFor(candidate), WARMUP)
         }
         for (let round = 1; round <= ROUNDS; round++) {
@@ -174,11 +183,21 @@ async function main () {
             const proc = procs[candidate]
             const pid = (proc.child ?? upstream.child).pid
             const before = cpuTicks(pid)
+            const upstreamBefore = cpuTicks(upstream.child.pid)
+            const startedAt = Date.now()
             const measured = await load(urlOf(candidate, proc, scenario), scenario, headersFor(candidate), DURATION)
-            const cpuUsPerRequest = (cpuTicks(pid) - before) * (1e6 / CLK_TCK) / measured.requests
+            const after = cpuTicks(pid)
+            const upstreamAfter = cpuTicks(upstream.child.pid)
+            const ticks = after.user + after.sys - before.user - before.sys
+            const cpuUsPerRequest = ticks * (1e6 / CLK_TCK) / measured.requests
+            // The kernel's share of the candidate's CPU time (socket work: about the same per request
+            // for every proxy), and how busy its core was (≈ 100 %: the candidate is the bottleneck).
+            const sysShare = (after.sys - before.sys) / ticks
+            const busy = ticks * (1000 / CLK_TCK) / (Date.now() - startedAt)
+            const upstreamUs = (upstreamAfter.user + upstreamAfter.sys - upstreamBefore.user - upstreamBefore.sys) * (1e6 / CLK_TCK) / measured.requests
             const key = `${name} ${candidate}`
-            ;(results[key] ??= [])[round - 1] = { ...measured, cpuUsPerRequest, rss: peakRssMiB(pid) }
-            console.log(`round ${round} ${key}: ${measured.rps.toFixed(0)} req/s, p50 ${measured.p50.toFixed(2)} ms, p99 ${measured.p99.toFixed(2)} ms, ${cpuUsPerRequest.toFixed(1)} µs CPU/req, non-2xx ${measured.non2xx}, errors ${measured.errors}`)
+            ;(results[key] ??= [])[round - 1] = { ...measured, cpuUsPerRequest, sysShare, rss: peakRssMiB(pid) }
+            console.log(`round ${round} ${key}: ${measured.rps.toFixed(0)} req/s, p50 ${measured.p50.toFixed(2)} ms, p99 ${measured.p99.toFixed(2)} ms, ${cpuUsPerRequest.toFixed(1)} µs CPU/req (sys ${(sysShare * 100).toFixed(0)} %, busy ${(busy * 100).toFixed(0)} %; upstream ${upstreamUs.toFixed(1)} µs/req), non-2xx ${measured.non2xx}, errors ${measured.errors}`)
           }
         }
       } finally {
@@ -233,6 +252,7 @@ function report (results, latency, elapsedMs) {
       p50: median(runs.map((r) => r.p50)),
       p99: median(runs.map((r) => r.p99)),
       cpu: median(runs.map((r) => r.cpuUsPerRequest)),
+      sys: median(runs.map((r) => r.sysShare)),
       rss: Math.max(...runs.map((r) => r.rss)),
       non2xx: runs.reduce((sum, r) => sum + r.non2xx, 0),
       errors: runs.reduce((sum, r) => sum + r.errors, 0)
@@ -246,7 +266,8 @@ function report (results, latency, elapsedMs) {
       const s = summary[`${name} ${candidate}`]
       if (!s) continue
       const cpu = candidate === 'direct' ? '—' : s.cpu.toFixed(1)
-      rows.push(`| ${name} | ${candidate} | ${s.rps.toFixed(0)} | ${direct ? (s.rps / direct.rps).toFixed(2) : '—'} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${cpu} | ${base && candidate !== 'direct' ? roundRatio(name, candidate, 'reply-from', 'cpuUsPerRequest').toFixed(2) : '—'} | ${candidate === 'direct' ? '—' : s.rss.toFixed(0)} | ${s.non2xx} | ${s.errors} |`)
+      const sys = candidate === 'direct' ? '—' : (s.sys * 100).toFixed(0)
+      rows.push(`| ${name} | ${candidate} | ${s.rps.toFixed(0)} | ${direct ? (s.rps / direct.rps).toFixed(2) : '—'} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${cpu} | ${sys} | ${base && candidate !== 'direct' ? roundRatio(name, candidate, 'reply-from', 'cpuUsPerRequest').toFixed(2) : '—'} | ${candidate === 'direct' ? '—' : s.rss.toFixed(0)} | ${s.non2xx} | ${s.errors} |`)
     }
   }
   const ratio = (a, b, field) => { const value = roundRatio('get-small', a, b, field); return value === undefined ? 'n/a' : value.toFixed(2) }
@@ -256,14 +277,17 @@ function report (results, latency, elapsedMs) {
     ['Full policy, memory store: req/s ≥ 0.85 × bare http-proxy', ratio('gateway-full', 'http-proxy', 'rps'), 0.85, '≥'],
     ['Full policy, Redis store: CPU/req ≤ 1.4 × bare reply-from', ratio('gateway-full-redis', 'reply-from', 'cpuUsPerRequest'), 1.4, '≤'],
     ['Memory store cost: CPU/req gateway-full ÷ gateway-auth (same gateway, no limits)', ratio('gateway-full', 'gateway-auth', 'cpuUsPerRequest'), undefined],
-    ['Redis store cost: CPU/req gateway-full-redis ÷ gateway-auth', ratio('gateway-full-redis', 'gateway-auth', 'cpuUsPerRequest'), undefined]
+    ['Redis store cost: CPU/req gateway-full-redis ÷ gateway-auth', ratio('gateway-full-redis', 'gateway-auth', 'cpuUsPerRequest'), undefined],
+    ['A/A control: CPU/req of a second bare reply-from process ÷ the first (1.00 on a quiet machine)', ratio('reply-from-2', 'reply-from', 'cpuUsPerRequest'), undefined]
   ]
   // Added latency: the median over rounds of (gateway-full − direct), each pair measured back to back.
   const added = (field) => latency['gateway-full'] && latency.direct ? median(latency['gateway-full'].map((run, i) => run[field] - latency.direct[i][field])) : NaN
   const addedP50 = added('p50')
   const addedP99 = added('p99')
   const latencyOf = (candidate, field) => latency[candidate] ? median(latency[candidate].map((run) => run[field])).toFixed(2) : 'n/a'
-  const peakRss = Math.max(...Object.entries(summary).filter(([key]) => key.includes('gateway-')).map(([, s]) => s.rss))
+  const peakRssOf = (keep) => Math.max(...Object.entries(summary).filter(([key]) => key.includes(' gateway-') && keep(key)).map(([, s]) => s.rss))
+  const peakRss = peakRssOf((key) => !key.endsWith('-capped'))
+  const cappedRss = peakRssOf((key) => key.endsWith('-capped'))
   const failures = Object.values(summary).reduce((sum, s) => sum + s.non2xx + s.errors, 0)
   const verdict = (value, limit, op) => limit === undefined || value === 'n/a' ? '' : ((op === '≤' ? Number(value) <= limit : Number(value) >= limit) ? 'met' : '**not met**')
   const versions = ['fastify', '@fastify/reply-from', '@fastify/http-proxy', 'fast-jwt', 'ioredis', 'undici'].map((name) => `${name} ${JSON.parse(readFileSync(`node_modules/${name}/package.json`, 'utf8')).version}`).join(', ')
@@ -274,13 +298,16 @@ Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem()
 Versions: ${versions}.
 Load: ${hasWrk ? 'wrk' : 'autocannon'}, ${CONNECTIONS} connections, ${ROUNDS} interleaved rounds × ${DURATION} s after a ${WARMUP} s warm-up; medians shown, and ratios are the median of the ratios within each round.
 
-Load generator, candidate and upstream share 2 cores, so absolute req/s swing run to run: compare
-the ratios, and CPU µs per request of the candidate process (user + sys from /proc ÷ requests).
+${PIN ? 'The candidate runs pinned to a core of its own; wrk, the upstream, Redis and the runner share the other.' : 'Load generator, candidate and upstream share the cores (PIN=0).'}
+Absolute req/s swing run to run: compare the ratios, and CPU µs per request of the candidate
+process (user + sys from /proc ÷ requests). The A/A control row shows how far a ratio of this run
+is off for identical code. Instructions per request, which do not move with the machine:
+\`npm run bench:instructions\` (notes below).
 
-Candidates: \`direct\` (no proxy), bare \`reply-from\`, bare \`http-proxy\`, \`gateway-proxy\` (correlation id, request
+Candidates: \`direct\` (no proxy), bare \`reply-from\` (and \`reply-from-2\`, a second process of it: the A/A control), bare \`http-proxy\`, \`gateway-proxy\` (correlation id, request
 guard, proxy; no auth, no limits), \`gateway-auth\` (+ JWT RS256 via a local JWKS, API keys; no limits), \`gateway-full\`
 (+ per-consumer and per-service limits in memory, metrics on a separate listener, access log without a logger),
-\`gateway-full-redis\` (the same with the Redis store). Every gateway candidate runs the per-service circuit
+\`gateway-full-redis\` (the same with the Redis store), \`gateway-full-capped\` (gateway-full with \`${CAPPED_HEAP_FLAGS.join(' ')}\`). Every gateway candidate runs the per-service circuit
 breaker (on by default). Flags: ${process.env.NODE_FLAGS || 'none'}; token: ${process.env.TOKEN === 'hs256' ? 'HS256' : 'RS256 via the local JWKS'}.
 
 ## Targets
@@ -289,13 +316,14 @@ breaker (on by default). Flags: ${process.env.NODE_FLAGS || 'none'}; token: ${pr
 |---|---|---|
 ${targets.map(([label, value, limit, op]) => `| ${label} | ${value} | ${verdict(value, limit, op)} |`).join('\n')}
 | Added latency at ${LATENCY_RATE.toLocaleString('en')} req/s (gateway-full − direct): p50 ≤ 1 ms, p99 ≤ 3 ms | p50 ${addedP50.toFixed(2)} ms, p99 ${addedP99.toFixed(2)} ms (direct ${latencyOf('direct', 'p50')} / ${latencyOf('direct', 'p99')} ms, gateway-full ${latencyOf('gateway-full', 'p50')} / ${latencyOf('gateway-full', 'p99')} ms) | ${Number.isNaN(addedP50) ? '' : (addedP50 <= 1 && addedP99 <= 3 ? 'met' : '**not met**')} |
-| Gateway peak RSS under load ≤ 150 MiB | ${peakRss.toFixed(0)} MiB | ${peakRss <= 150 ? 'met' : '**not met**'} |
+| Gateway peak RSS under load ≤ 150 MiB, Node's default heap sizing | ${Number.isFinite(peakRss) ? `${peakRss.toFixed(0)} MiB` : 'n/a'} | ${Number.isFinite(peakRss) ? (peakRss <= 150 ? 'met' : '**not met**') : ''} |
+| Gateway peak RSS under load ≤ 150 MiB, heap flags of deployment.md (\`${CAPPED_HEAP_FLAGS.join(' ')}\`, gateway-full-capped) | ${Number.isFinite(cappedRss) ? `${cappedRss.toFixed(0)} MiB; CPU/req ÷ reply-from ${ratio('gateway-full-capped', 'reply-from', 'cpuUsPerRequest')}` : 'n/a'} | ${Number.isFinite(cappedRss) ? (cappedRss <= 150 ? 'met' : '**not met**') : ''} |
 | Zero non-2xx and zero socket errors | ${failures} | ${failures === 0 ? 'met' : '**not met**'} |
 
 ## Results
 
-| scenario | candidate | req/s | ÷ direct | p50 ms | p99 ms | CPU µs/req | CPU ÷ reply-from | peak RSS MiB | non-2xx | socket errors |
-|---|---|---|---|---|---|---|---|---|---|---|
+| scenario | candidate | req/s | ÷ direct | p50 ms | p99 ms | CPU µs/req | of it kernel % | CPU ÷ reply-from | peak RSS MiB | non-2xx | socket errors |
+|---|---|---|---|---|---|---|---|---|---|---|---|
 ${rows.join('\n')}
 
 ## Rerun
