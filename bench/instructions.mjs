@@ -7,7 +7,10 @@
 // work was a quarter of the count (95 k of 369 k instructions per request for bare reply-from) and
 // more for candidates with more code. The "compiler" column shows what is left of it (steady state:
 // a few %), and "÷ reply-from" compares the counts without it. Repeated runs agree within ~3 %.
-//   REQUESTS (3000), WARMUP_REQUESTS (20000), CONNECTIONS (50, as the wrk load)
+// A single run can still catch a full GC or a late recompilation in its window (one gateway-proxy
+// run read 336 k where others read 250–261 k): ROUNDS=2 measures every candidate twice, in
+// alternating order, and shows both counts and the median. The GC's share is shown as well.
+//   REQUESTS (3000), WARMUP_REQUESTS (20000), CONNECTIONS (50, as the wrk load), ROUNDS (1)
 // Needs valgrind (Debian: valgrind) and a build (npm run build); ~2 min per candidate. Prints a Markdown table.
 import { execFileSync, spawn } from 'node:child_process'
 import { readFileSync, rmSync } from 'node:fs'
@@ -19,6 +22,7 @@ import { startTestRedis } from '../dist/esm/testing/index.js'
 const REQUESTS = Number(process.env.REQUESTS ?? 3000)
 const WARMUP_REQUESTS = Number(process.env.WARMUP_REQUESTS ?? 20000)
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50)
+const ROUNDS = Number(process.env.ROUNDS ?? 1)
 const HMAC_SECRET = 'bench-secret-bench-secret-bench-secret-42'
 const candidates = process.argv.length > 2 ? process.argv.slice(2) : ['reply-from', 'http-proxy', 'gateway-proxy', 'gateway-full', 'gateway-full-redis']
 const token = createSigner({ key: HMAC_SECRET, algorithm: 'HS256' })({ sub: 'bench-user', aud: 'bench', exp: Math.floor(Date.now() / 1000) + 3600 })
@@ -46,53 +50,74 @@ const rows = []
 // Functions of V8's compilers (TurboFan, Turboshaft, Maglev, Sparkplug, the parser and bytecode
 // generator), by the names callgrind_annotate prints for the node binary.
 const COMPILER = /compiler::|turboshaft|maglev|baseline::|interpreter::|Parser|Scanner|Bytecode|Compiler::/i
-/** Instructions spent in V8's compilers, from the dump's per-function totals. */
-function compilerInstructions (dump) {
+// V8's garbage collector (scavenges, marking, sweeping, compaction), on any thread.
+const GC = /Scaveng|MarkCompact|Marking|Sweeper|Evacuat|heap::base::|cppgc::/
+/** Instructions spent in V8's compilers and in its GC, from the dump's per-function totals. */
+function shares (dump) {
   const listing = execFileSync('callgrind_annotate', ['--threshold=100', dump], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024, timeout: 120_000 })
-  let total = 0
+  let compiler = 0
+  let gc = 0
   for (const line of listing.split('\n')) {
     const match = /^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*)$/.exec(line)
-    if (match !== null && !match[2].includes('PROGRAM TOTALS') && COMPILER.test(match[2])) total += Number(match[1].replaceAll(',', ''))
+    if (match === null || match[2].includes('PROGRAM TOTALS')) continue
+    const count = Number(match[1].replaceAll(',', ''))
+    if (COMPILER.test(match[2])) compiler += count
+    else if (GC.test(match[2])) gc += count
   }
-  return total
+  return { compiler, gc }
 }
 try {
-  for (const candidate of candidates) {
-    const out = `/tmp/fastify-gateway-callgrind-${process.pid}-${candidate}.out`
-    rmSync(out, { force: true })
-    rmSync(`${out}.1`, { force: true })
-    const child = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, 'bench/candidate.mjs', candidate], { env, stdio: ['ignore', 'pipe', 'ignore'] })
-    try {
-      const port = await started(child, /ready (\d+)/, 120_000)
-      const url = `http://127.0.0.1:${port}/api/small`
-      await load(url, WARMUP_REQUESTS)
-      control('--zero', String(child.pid))
-      control('--instr=on', String(child.pid))
-      const result = await load(url, REQUESTS)
-      control('--instr=off', String(child.pid))
-      control('--dump', String(child.pid))
-      await sleep(500)
-      // Each --dump writes <out>.<n>.
-      const totals = readFileSync(`${out}.1`, 'utf8').split('\n').filter((line) => line.startsWith('totals:') || line.startsWith('summary:'))
-      const instructions = Number(totals[totals.length - 1].split(/\s+/)[1])
-      const compiler = compilerInstructions(`${out}.1`)
-      const ok = result['2xx']
-      rows.push({ candidate, perRequest: instructions / ok, compilerPerRequest: compiler / ok, ok, errors: result.errors + result.non2xx })
-      console.error(`${candidate}: ${(instructions / ok / 1000).toFixed(1)} k instructions per request, ${(compiler / ok / 1000).toFixed(1)} k of them compiling (${ok} × 2xx)`)
-    } finally {
-      child.kill('SIGKILL')
-      await new Promise((resolve) => child.once('exit', resolve))
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const candidate of round % 2 === 1 ? candidates : [...candidates].reverse()) {
+      const out = `/tmp/fastify-gateway-callgrind-${process.pid}-${candidate}.out`
       rmSync(out, { force: true })
       rmSync(`${out}.1`, { force: true })
+      const child = spawn('valgrind', ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, process.execPath, 'bench/candidate.mjs', candidate], { env, stdio: ['ignore', 'pipe', 'ignore'] })
+      try {
+        const port = await started(child, /ready (\d+)/, 120_000)
+        const url = `http://127.0.0.1:${port}/api/small`
+        await load(url, WARMUP_REQUESTS)
+        control('--zero', String(child.pid))
+        control('--instr=on', String(child.pid))
+        const result = await load(url, REQUESTS)
+        control('--instr=off', String(child.pid))
+        control('--dump', String(child.pid))
+        await sleep(500)
+        // Each --dump writes <out>.<n>.
+        const totals = readFileSync(`${out}.1`, 'utf8').split('\n').filter((line) => line.startsWith('totals:') || line.startsWith('summary:'))
+        const instructions = Number(totals[totals.length - 1].split(/\s+/)[1])
+        const { compiler, gc } = shares(`${out}.1`)
+        const ok = result['2xx']
+        rows.push({ candidate, perRequest: instructions / ok, compilerPerRequest: compiler / ok, gcPerRequest: gc / ok, ok, errors: result.errors + result.non2xx })
+        console.error(`round ${round} ${candidate}: ${(instructions / ok / 1000).toFixed(1)} k instructions per request, ${(compiler / ok / 1000).toFixed(1)} k of them compiling, ${(gc / ok / 1000).toFixed(1)} k collecting garbage (${ok} × 2xx)`)
+      } finally {
+        child.kill('SIGKILL')
+        await new Promise((resolve) => child.once('exit', resolve))
+        rmSync(out, { force: true })
+        rmSync(`${out}.1`, { force: true })
+      }
     }
   }
 } finally {
   upstream.kill()
   await redis?.stop()
 }
-const base = rows.find((row) => row.candidate === 'reply-from')
-const steady = (row) => row.perRequest - row.compilerPerRequest
-console.log(`${REQUESTS} small GETs after ${WARMUP_REQUESTS} warm-up ones, ${CONNECTIONS} connections, HS256 token for every candidate.\n`)
-console.log('| candidate | k instructions / request | of which compiling | without compiling | ÷ reply-from (without compiling) | non-2xx + errors |')
-console.log('|---|---|---|---|---|---|')
-for (const row of rows) console.log(`| ${row.candidate} | ${(row.perRequest / 1000).toFixed(1)} | ${(row.compilerPerRequest / 1000).toFixed(1)} | ${(steady(row) / 1000).toFixed(1)} | ${base ? (steady(row) / steady(base)).toFixed(2) : '—'} | ${row.errors} |`)
+const k = (value) => (value / 1000).toFixed(1)
+const median = (values) => { const sorted = [...values].sort((a, b) => a - b); return sorted.length % 2 === 1 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2 }
+const summary = candidates.map((candidate) => {
+  const runs = rows.filter((row) => row.candidate === candidate)
+  return {
+    candidate,
+    runs,
+    total: median(runs.map((row) => row.perRequest)),
+    compiler: median(runs.map((row) => row.compilerPerRequest)),
+    gc: median(runs.map((row) => row.gcPerRequest)),
+    steady: median(runs.map((row) => row.perRequest - row.compilerPerRequest)),
+    errors: runs.reduce((sum, row) => sum + row.errors, 0)
+  }
+})
+const base = summary.find((row) => row.candidate === 'reply-from')
+console.log(`${REQUESTS} small GETs after ${WARMUP_REQUESTS} warm-up ones, ${CONNECTIONS} connections, HS256 token for every candidate, ${ROUNDS} round(s); medians.\n`)
+console.log('| candidate | k instructions / request | runs | of which compiling | of which GC | without compiling | ÷ reply-from (without compiling) | non-2xx + errors |')
+console.log('|---|---|---|---|---|---|---|---|')
+for (const row of summary) console.log(`| ${row.candidate} | ${k(row.total)} | ${row.runs.map((run) => k(run.perRequest)).join(' / ')} | ${k(row.compiler)} | ${k(row.gc)} | ${k(row.steady)} | ${base ? (row.steady / base.steady).toFixed(2) : '—'} | ${row.errors} |`)

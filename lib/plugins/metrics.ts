@@ -187,7 +187,9 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics
   // Children by route (its config object), method and status: bounded (routes × methods ×
   // statuses), found without building a key string per request.
   const perRoute = new WeakMap<object, { route: string, service: string, byMethod: Map<string, Map<number, ResponseSeries>> }>()
-  const upstreamTimers = new Map<string, { observe: (seconds: number) => void }>()
+  // By service, then status class: both strings come from configuration and constants, so their
+  // hashes are cached (a key built per request would be hashed anew every time).
+  const upstreamTimers = new Map<string, Map<string, { observe: (seconds: number) => void }>>()
 
   fastify.addHook('onResponse', function countResponse (request: FastifyRequest, reply: FastifyReply, done) {
     // One read: routeOptions builds a new object on every access. The config carries the route's url.
@@ -219,11 +221,15 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics
     if (facts !== undefined) {
       if (facts.upstreamMs !== undefined) {
         const upstreamClass = facts.upstreamStatus === undefined ? 'error' : statusClass(facts.upstreamStatus)
-        const timerKey = `${service}\n${upstreamClass}`
-        let timer = upstreamTimers.get(timerKey)
+        let byClass = upstreamTimers.get(service)
+        if (byClass === undefined) {
+          byClass = new Map()
+          upstreamTimers.set(service, byClass)
+        }
+        let timer = byClass.get(upstreamClass)
         if (timer === undefined) {
           timer = series.upstreamDuration.child({ service, status_class: upstreamClass })
-          upstreamTimers.set(timerKey, timer)
+          byClass.set(upstreamClass, timer)
         }
         timer.observe(facts.upstreamMs / 1000)
       }
