@@ -200,12 +200,22 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
    * Counts a batch in Redis (in the script call of this event-loop turn; all keys of a batch share
    * the caller's hash tag), bounded by storeTimeout; else per the failure policy: locally, or
    * `'open'`/`'closed'`. Callbacks, not promises: the Redis path is taken by every request, and four
-   * promise layers per request cost more than the script call's share.
+   * promise layers per request cost more than the script call's share. What runs after the store's
+   * reply or its timeout goes to `fail` when it throws (a `max()` re-evaluated for the local count,
+   * the next step), never into ioredis or a timer.
    */
-  function countThroughStore (client: RedisCounters, request: FastifyRequest, batch: readonly Counter[], bucket: string, into: Counted[], next: (outcome: StoreOutcome) => void): void {
+  function countThroughStore (client: RedisCounters, request: FastifyRequest, batch: readonly Counter[], bucket: string, into: Counted[], next: (outcome: StoreOutcome) => void, fail: (error: unknown) => void): void {
     const consumer = request.consumer ?? null
+    const proceed = (outcome: () => StoreOutcome): void => {
+      try {
+        next(outcome())
+      } catch (error) {
+        fail(error)
+      }
+    }
+    const withoutStore = (): StoreOutcome => countWithoutStore(batch, bucket, consumer, into)
     if (Date.now() < storeDownUntil) {
-      next(countWithoutStore(batch, bucket, consumer, into))
+      proceed(withoutStore)
       return
     }
     const maxes: number[] = []
@@ -220,7 +230,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     const failed = (error: unknown): void => {
       factsOf(request).storeError = true
       storeDown(error)
-      next(countWithoutStore(batch, bucket, consumer, into))
+      proceed(withoutStore)
     }
     const deadline = deadlines.start(() => { failed(new StoreTimeoutError('rate-limit store too slow')) })
     client.hit(bucket, keys, windows, (error, hits, offset) => {
@@ -233,7 +243,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       for (let i = 0; i < batch.length; i++) {
         into.push({ counter: batch[i], max: maxes[i], count: Number(hits[2 * (offset + i)]), ttlMs: Number(hits[2 * (offset + i) + 1]) })
       }
-      next('counted')
+      proceed(() => 'counted')
     })
   }
 
@@ -291,28 +301,22 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
 
   /**
    * The Redis path: the personal batch, then (unless it refused already) the shared one, each at
-   * most one store call; `done` when no limit answered. Every step after a store reply runs guarded:
-   * a limit that cannot be evaluated is answered like in the memory path, never thrown into a timer.
+   * most one store call; `done` when no limit answered. A limit that cannot be evaluated is answered
+   * like in the memory path: synchronously by the hook's own catch, later through `fail`.
    */
   function enforceThroughStore (client: RedisCounters, request: FastifyRequest, reply: FastifyReply, limits: RouteLimits, identity: string, done: () => void): void {
     const counted: Counted[] = []
-    const guarded = (step: (outcome: StoreOutcome) => void) => (outcome: StoreOutcome): void => {
-      try {
-        step(outcome)
-      } catch (error) {
-        cannotEvaluate(request, reply, error)
-      }
-    }
+    const fail = (error: unknown): void => { cannotEvaluate(request, reply, error) }
     const decideAll = (): void => { if (!decide(request, reply, counted, identity)) done() }
-    countThroughStore(client, request, limits.personal, identity, counted, guarded((personal) => {
+    countThroughStore(client, request, limits.personal, identity, counted, (personal) => {
       if (personal === 'closed') return refuseForStore(reply)
       if (personal === 'open') return done()
       if (limits.shared.length === 0 || refused(counted)) return decideAll()
-      countThroughStore(client, request, limits.shared, SHARED_BUCKET, counted, guarded((shared) => {
+      countThroughStore(client, request, limits.shared, SHARED_BUCKET, counted, (shared) => {
         if (shared === 'closed') refuseForStore(reply)
         else decideAll()
-      }))
-    }))
+      }, fail)
+    }, fail)
   }
 
   function cannotEvaluate (request: FastifyRequest, reply: FastifyReply, error: unknown): void {

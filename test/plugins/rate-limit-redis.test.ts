@@ -290,3 +290,22 @@ t.test('a max() that throws, with the Redis store: 500 for that consumer, in the
   t.equal(upstream.requests.length, before, 'neither reached the upstream')
   t.equal((await call(app, 'gamma')).response.statusCode, 200, 'another consumer is served')
 })
+
+t.test('Redis paused and onStoreError "local": a max() that throws when the local fallback evaluates it again answers 500, and the gateway lives on', async (t) => {
+  const { build, redis } = await setup(t)
+  let evaluations = 0
+  // Evaluated once for the store call, a second time by the local count after the store timed out.
+  const flaky = (): number => {
+    evaluations++
+    if (evaluations === 2) throw new Error('plan service down')
+    return 100
+  }
+  const app = await build({ onStoreError: 'local', storeRetryInterval: RETRY_MS, perConsumer: { max: flaky, window: '1m' } })
+  redis.pause()
+  const { response } = await call(app)
+  t.equal(evaluations, 2, 'max() ran for the store call and again for the local count')
+  t.equal(response.statusCode, 500)
+  t.equal(response.json().code, 'GATEWAY_ERR_INTERNAL')
+  t.notMatch(response.body, /plan service down/, 'the error\'s message is not sent')
+  t.equal((await call(app)).response.statusCode, 200, 'the next request is counted locally and served')
+})
