@@ -27,9 +27,10 @@ interface Counter {
   readonly memory: MemoryCounters
 }
 
-/** One counter's state after this request's hit. */
+/** What counting a batch through the store came to: counted (in Redis or locally), or the failure policy `open`/`closed`. */
 type StoreOutcome = 'counted' | 'open' | 'closed'
 
+/** One counter's state after this request's hit. */
 interface Counted {
   readonly counter: Counter
   readonly max: number
