@@ -1,5 +1,6 @@
 /** Header rules shared by the request guard and the proxy (RFC 9110 § 7.6.1). */
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import type { Http2ServerRequest } from 'node:http2'
 
 /** Connection-specific headers: meaningful for one hop only, never forwarded in either direction. */
 export const HOP_BY_HOP_HEADERS: readonly string[] = [
@@ -61,9 +62,14 @@ export function dropConnectionNominated (headers: IncomingHttpHeaders): void {
  * authenticated request), the others are copied into a new object instead: a `delete` of any but
  * the last-added property turns V8's header object into a slow dictionary, which every later
  * reader pays for (reply-from's copy, our header walks). `rawHeaders` is the wire, left as is.
+ * An HTTP/2 request's `headers` has no setter: there they are deleted.
  */
-export function removeRequestHeaders (request: IncomingMessage, names: ReadonlySet<string>): void {
+export function removeRequestHeaders (request: IncomingMessage | Http2ServerRequest, names: ReadonlySet<string>): void {
   const headers = request.headers
+  if (request.httpVersionMajor !== 1) {
+    for (const name in headers) if (names.has(name)) delete headers[name]
+    return
+  }
   let found = false
   for (const name in headers) {
     if (names.has(name)) {
@@ -74,7 +80,7 @@ export function removeRequestHeaders (request: IncomingMessage, names: ReadonlyS
   if (!found) return
   const kept: IncomingHttpHeaders = {}
   for (const name in headers) if (!names.has(name)) kept[name] = headers[name]
-  request.headers = kept
+  ;(request as IncomingMessage).headers = kept
 }
 
 /**

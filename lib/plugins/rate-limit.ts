@@ -241,10 +241,12 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
         return
       }
       storeUp()
-      for (let i = 0; i < batch.length; i++) {
-        into.push({ counter: batch[i], max: maxes[i], count: Number(hits[2 * (offset + i)]), ttlMs: Number(hits[2 * (offset + i) + 1]) })
-      }
-      proceed(() => 'counted')
+      proceed(() => {
+        for (let i = 0; i < batch.length; i++) {
+          into.push({ counter: batch[i], max: maxes[i], count: Number(hits[2 * (offset + i)]), ttlMs: Number(hits[2 * (offset + i) + 1]) })
+        }
+        return 'counted'
+      })
     })
   }
 
