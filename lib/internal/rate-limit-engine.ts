@@ -1,14 +1,10 @@
 /**
  * The pieces of the rate-limit plugin that do not hold its state: the bucket of a caller, the
- * store's time bounds and the RateLimit-Policy items.
+ * readiness ping's time bound and the RateLimit-Policy items.
  */
 import type { FastifyRequest } from 'fastify'
-import { addressBucket } from './rate-limit-counters.js'
+import { addressBucket, StoreTimeoutError } from './rate-limit-counters.js'
 import type { ResolvedLimit } from './rate-limit-options.js'
-
-export class StoreTimeoutError extends Error {
-  readonly code = 'GATEWAY_RATE_LIMIT_STORE_TIMEOUT'
-}
 
 /**
  * The bucket of a caller: the verified consumer, namespaced by where its id comes from (the same
@@ -26,67 +22,16 @@ export class LimitEvaluationError extends Error {
   readonly code = 'GATEWAY_RATE_LIMIT_MAX'
 }
 
-/**
- * Bounds many waits of one length with a single timer, instead of a timer per request: deadlines are
- * added in time order, so they expire in order, and the timer only waits for the oldest pending one.
- */
-export class Deadlines {
-  readonly #ms: number
-  readonly #queue: Array<{ at: number, expire: (() => void) | undefined }> = []
-  #head = 0
-  #timer: NodeJS.Timeout | undefined
-
-  constructor (ms: number) {
-    this.#ms = ms
-  }
-
-  /** `expire` runs in `ms` unless `settle()` runs first; `settle()` is true when it was first. */
-  start (expire: () => void): { settle: () => boolean } {
-    const entry: { at: number, expire: (() => void) | undefined } = { at: Date.now() + this.#ms, expire }
-    this.#queue.push(entry)
-    if (this.#timer === undefined) this.#arm(this.#ms)
-    return {
-      settle () {
-        const pending = entry.expire !== undefined
-        entry.expire = undefined
-        return pending
-      }
-    }
-  }
-
-  /** `promise`, or a StoreTimeoutError once `ms` have passed (`promise` is not cancelled). */
-  async race<T> (promise: Promise<T>): Promise<T> {
-    return await new Promise<T>((resolve, reject) => {
-      const deadline = this.start(() => { reject(new StoreTimeoutError('rate-limit store too slow')) })
-      promise.then((value) => { if (deadline.settle()) resolve(value) }, (error: unknown) => { if (deadline.settle()) reject(error) })
-    })
-  }
-
-  #arm (ms: number): void {
-    // Unreferenced: a pending request keeps the process alive, not its deadline.
-    this.#timer = setTimeout(() => { this.#expire() }, ms).unref()
-  }
-
-  #expire (): void {
-    this.#timer = undefined
-    const queue = this.#queue
-    const now = Date.now()
-    while (this.#head < queue.length && (queue[this.#head].at <= now || queue[this.#head].expire === undefined)) {
-      const entry = queue[this.#head++]
-      const expire = entry.expire
-      entry.expire = undefined
-      expire?.()
-    }
-    if (this.#head === queue.length) {
-      queue.length = 0
-      this.#head = 0
-      return
-    }
-    if (this.#head > 1024) {
-      queue.splice(0, this.#head)
-      this.#head = 0
-    }
-    this.#arm(Math.max(1, queue[this.#head].at - now))
+/** `promise`, or a StoreTimeoutError once `ms` have passed (`promise` is not cancelled). */
+export async function withinTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => { reject(new StoreTimeoutError('rate-limit store too slow')) }, ms).unref()
+  })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
   }
 }
 

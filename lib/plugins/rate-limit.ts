@@ -12,7 +12,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } f
 import fp from 'fastify-plugin'
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { MemoryCounters, RedisCounters } from '../internal/rate-limit-counters.js'
-import { createPolicyItems, Deadlines, identityOf, LimitEvaluationError, StoreTimeoutError } from '../internal/rate-limit-engine.js'
+import { createPolicyItems, identityOf, LimitEvaluationError, withinTimeout } from '../internal/rate-limit-engine.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
 import { declareRequestFacts, factsOf } from '../internal/request-facts.js'
 import { addReadinessCheck } from '../internal/readiness.js'
@@ -69,8 +69,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
   const options = resolveRateLimitOptions(input)
   const { store, storeTimeoutMs, storeRetryIntervalMs, onStoreError, memoryKeys, keyPrefix } = options
   declareRequestFacts(fastify)
-  const redis = store === undefined ? undefined : new RedisCounters(store)
-  const deadlines = new Deadlines(storeTimeoutMs)
+  const redis = store === undefined ? undefined : new RedisCounters(store, storeTimeoutMs)
   const counters = new WeakMap<ResolvedLimit, Counter>()
   const serviceLimits = new Map<string, ResolvedLimit | undefined>()
   // What the first route of each service declared: every route of a service must carry the same.
@@ -176,7 +175,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     addReadinessCheck(fastify, 'rateLimitStore', async function rateLimitStoreReady () {
       if (typeof store.ping === 'function') {
         try {
-          await deadlines.race(store.ping())
+          await withinTimeout(store.ping(), storeTimeoutMs)
           storeUp()
         } catch (error) {
           storeDown(error)
@@ -233,9 +232,8 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
       storeDown(error)
       proceed(withoutStore)
     }
-    const deadline = deadlines.start(() => { failed(new StoreTimeoutError('rate-limit store too slow')) })
+    // RedisCounters answers once: the hits, the store's error, or a StoreTimeoutError after storeTimeout.
     client.hit(bucket, keys, windows, (error, hits, offset) => {
-      if (!deadline.settle()) return
       if (error !== undefined) {
         failed(error)
         return
