@@ -7,7 +7,7 @@
 //   PROFILE=gateway-full: that candidate runs under --cpu-prof (profiles in bench/profiles/), and its
 //   most expensive frames are printed (bench/profile.mjs); CPU figures of a profiled run are inflated.
 //   NODE_FLAGS="--max-semi-space-size=8": extra Node flags for every candidate (e.g. for the RSS study).
-//   PIN=0: no CPU pinning. LATENCY_RATE (1000), LATENCY_ROUNDS (3), LATENCY_SECONDS (5), SKIP_LATENCY=1.
+//   PIN=0: no CPU pinning. LATENCY_RATE (1000), LATENCY_ROUNDS (5), LATENCY_SECONDS (5), SKIP_LATENCY=1.
 import { spawn, execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -26,7 +26,8 @@ const WARMUP = Number(process.env.WARMUP ?? 3)
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50)
 const LATENCY_RATE = Number(process.env.LATENCY_RATE ?? 1000)
 const LATENCY_SECONDS = Number(process.env.LATENCY_SECONDS ?? 5)
-const LATENCY_ROUNDS = Number(process.env.LATENCY_ROUNDS ?? 3)
+// Five rounds: one 5 s round's p99 can be taken by a single stall of the machine (+25 ms once).
+const LATENCY_ROUNDS = Number(process.env.LATENCY_ROUNDS ?? 5)
 const HMAC_SECRET = 'bench-secret-bench-secret-bench-secret-42'
 const CLK_TCK = 100 // Linux USER_HZ
 
