@@ -208,7 +208,7 @@ for (const [failure, policy, expected] of outages) {
     if (failure === 'refusing') await redis.restart()
     else if (failure === 'silent') redis.resume()
     else await admin.config('SET', 'maxmemory', '0')
-    for (const client of [a.client, b.client]) await ready(client)
+    for (const client of [a.client, b.client, admin]) await ready(client) // admin too: it reads the keys below
     await sleep(RETRY_MS + 50) // past storeRetryInterval: the next request uses Redis again
     // A consumer unseen during the outage: a count shared by A and B can only come from Redis.
     const erin = [bearer(hs256({ sub: 'erin' }))]
