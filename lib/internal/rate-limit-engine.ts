@@ -23,7 +23,7 @@ export class LimitEvaluationError extends Error {
 }
 
 /** `promise`, or a StoreTimeoutError once `ms` have passed (`promise` is not cancelled). */
-export async function withinTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
+export async function withinStoreTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => { reject(new StoreTimeoutError('rate-limit store too slow')) }, ms).unref()

@@ -12,7 +12,7 @@ import type { FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } f
 import fp from 'fastify-plugin'
 import { InvalidOptionError, sendProblem } from '../errors.js'
 import { MemoryCounters, RedisCounters } from '../internal/rate-limit-counters.js'
-import { createPolicyItems, identityOf, LimitEvaluationError, withinTimeout } from '../internal/rate-limit-engine.js'
+import { createPolicyItems, identityOf, LimitEvaluationError, withinStoreTimeout } from '../internal/rate-limit-engine.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
 import { declareRequestFacts, factsOf } from '../internal/request-facts.js'
 import { addReadinessCheck } from '../internal/readiness.js'
@@ -175,7 +175,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
     addReadinessCheck(fastify, 'rateLimitStore', async function rateLimitStoreReady () {
       if (typeof store.ping === 'function') {
         try {
-          await withinTimeout(store.ping(), storeTimeoutMs)
+          await withinStoreTimeout(store.ping(), storeTimeoutMs)
           storeUp()
         } catch (error) {
           storeDown(error)
