@@ -2,12 +2,13 @@
 // measured one at a time in alternating rounds (A B C, C B A, …); load from wrk when installed (else
 // autocannon). On a shared 2-core machine absolute req/s swing run to run: read the ratios measured
 // side by side, and CPU µs per request (user + sys of the candidate process from /proc, divided by
-// requests). Then the added latency at a fixed rate (bench/fixed-rate.mjs), gateway-full vs direct.
+// requests). Then the added latency at a fixed rate (bench/fixed-rate.mjs), gateway-full and bare
+// reply-from vs direct.
 //   ROUNDS (16), DURATION seconds (1), WARMUP seconds (3), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
 //   PROFILE=gateway-full: that candidate runs under --cpu-prof (profiles in bench/profiles/), and its
 //   most expensive frames are printed (bench/profile.mjs); CPU figures of a profiled run are inflated.
 //   NODE_FLAGS="--max-semi-space-size=8": extra Node flags for every candidate (e.g. for the RSS study).
-//   PIN=0: no CPU pinning. LATENCY_RATE (1000), LATENCY_ROUNDS (5), LATENCY_SECONDS (5), SKIP_LATENCY=1.
+//   PIN=0: no CPU pinning. LATENCY_RATE (1000), LATENCY_ROUNDS (7), LATENCY_SECONDS (5), SKIP_LATENCY=1.
 import { spawn, execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { readFileSync, writeFileSync } from 'node:fs'
@@ -26,8 +27,10 @@ const WARMUP = Number(process.env.WARMUP ?? 3)
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50)
 const LATENCY_RATE = Number(process.env.LATENCY_RATE ?? 1000)
 const LATENCY_SECONDS = Number(process.env.LATENCY_SECONDS ?? 5)
-// Five rounds: one 5 s round's p99 can be taken by a single stall of the machine (+25 ms once).
-const LATENCY_ROUNDS = Number(process.env.LATENCY_ROUNDS ?? 5)
+// Seven rounds: one 5 s round's p99 can be taken by a single stall of the machine (direct's p99
+// read 0.37 ms and 41.6 ms in two rounds of one run; an idle process spinning alone on a core of
+// this machine sees pauses of up to 13 ms).
+const LATENCY_ROUNDS = Number(process.env.LATENCY_ROUNDS ?? 7)
 const HMAC_SECRET = 'bench-secret-bench-secret-bench-secret-42'
 const CLK_TCK = 100 // Linux USER_HZ
 
@@ -42,7 +45,8 @@ const ALL_SCENARIOS = {
   'get-64k': { method: 'GET', path: '/api/large' },
   'post-1k': { method: 'POST', path: '/api/echo', body: JSON.stringify({ data: 'x'.repeat(1000) }).slice(0, 1024) }
 }
-const scenarios = process.env.SCENARIOS ? process.env.SCENARIOS.split(',') : Object.keys(ALL_SCENARIOS)
+// SCENARIOS=none: only the latency part.
+const scenarios = process.env.SCENARIOS ? process.env.SCENARIOS.split(',').filter((name) => name !== 'none') : Object.keys(ALL_SCENARIOS)
 const has = (command, args) => { try { execFileSync(command, args, { stdio: 'ignore' }); return true } catch (error) { return error.status === 1 } }
 // A fresh machine: as root on Debian, install what the benchmark needs (bounded in time); otherwise
 // do without (autocannon instead of wrk; no Redis candidate without redis-server).
@@ -207,22 +211,24 @@ async function main () {
     }
     // Added latency at a fixed, moderate rate: an open-loop load (bench/fixed-rate.mjs, µs
     // resolution, no coordinated omission), direct and gateway-full in alternating rounds.
-    const latency = {}
+    let latency = {}
     if (!process.env.SKIP_LATENCY) {
-      const procs = { direct: { child: undefined, port: upstream.port } }
+      const procs = {}
       try {
-        procs['gateway-full'] = await start(['bench/candidate.mjs', 'gateway-full'], env)
-        const urlFor = (candidate) => `http://127.0.0.1:${procs[candidate].port}${candidate === 'direct' ? '/small' : '/api/small'}`
-        for (const candidate of ['direct', 'gateway-full']) await loadAtFixedRate(urlFor(candidate), { rate: LATENCY_RATE, seconds: WARMUP, headers: headersFor(candidate) })
-        for (let round = 1; round <= LATENCY_ROUNDS; round++) {
-          for (const candidate of round % 2 === 1 ? ['direct', 'gateway-full'] : ['gateway-full', 'direct']) {
-            const measured = await loadAtFixedRate(urlFor(candidate), { rate: LATENCY_RATE, seconds: LATENCY_SECONDS, headers: headersFor(candidate) })
-            ;(latency[candidate] ??= [])[round - 1] = measured
-            console.log(`latency round ${round} ${candidate} at ${LATENCY_RATE} req/s: p50 ${measured.p50.toFixed(3)} ms, p99 ${measured.p99.toFixed(3)} ms, non-2xx ${measured.non2xx}, errors ${measured.errors}`)
-          }
-        }
+        // Bare reply-from is the control: what any Node proxy hop adds to the tail on this machine.
+        for (const candidate of ['reply-from', 'gateway-full']) procs[candidate] = await start(['bench/candidate.mjs', candidate], env)
+        latency = await loadAtFixedRate({
+          targets: {
+            direct: { url: `http://127.0.0.1:${upstream.port}/small`, headers: headersFor('direct') },
+            ...Object.fromEntries(Object.entries(procs).map(([candidate, proc]) => [candidate, { url: `http://127.0.0.1:${proc.port}/api/small`, headers: headersFor(candidate) }]))
+          },
+          rate: LATENCY_RATE,
+          seconds: LATENCY_SECONDS,
+          warmup: WARMUP,
+          rounds: LATENCY_ROUNDS
+        }, (command, args) => pinned(OTHER_CPUS, command, args))
       } finally {
-        if (procs['gateway-full']?.child) await stop(procs['gateway-full'].child)
+        for (const proc of Object.values(procs)) await stop(proc.child)
       }
     }
     report(results, latency, Date.now() - started)
@@ -281,10 +287,11 @@ function report (results, latency, elapsedMs) {
     ['Redis store cost: CPU/req gateway-full-redis ÷ gateway-auth', ratio('gateway-full-redis', 'gateway-auth', 'cpuUsPerRequest'), undefined],
     ['A/A control: CPU/req of a second bare reply-from process ÷ the first (1.00 on a quiet machine)', ratio('reply-from-2', 'reply-from', 'cpuUsPerRequest'), undefined]
   ]
-  // Added latency: the median over rounds of (gateway-full − direct), each pair measured back to back.
-  const added = (field) => latency['gateway-full'] && latency.direct ? median(latency['gateway-full'].map((run, i) => run[field] - latency.direct[i][field])) : NaN
+  // Added latency: the median over rounds of (a − b), each pair measured in the same round.
+  const added = (field, a = 'gateway-full', b = 'direct') => latency[a] && latency[b] ? median(latency[a].map((run, i) => run[field] - latency[b][i][field])) : NaN
   const addedP50 = added('p50')
   const addedP99 = added('p99')
+  const latencyRow = (a, b) => `p50 ${added('p50', a, b).toFixed(2)} ms, p99 ${added('p99', a, b).toFixed(2)} ms`
   const latencyOf = (candidate, field) => latency[candidate] ? median(latency[candidate].map((run) => run[field])).toFixed(2) : 'n/a'
   const peakRssOf = (keep) => Math.max(...Object.entries(summary).filter(([key]) => key.includes(' gateway-') && keep(key)).map(([, s]) => s.rss))
   const peakRss = peakRssOf((key) => !key.endsWith('-capped'))
@@ -317,6 +324,8 @@ breaker (on by default). Flags: ${process.env.NODE_FLAGS || 'none'}; token: ${pr
 |---|---|---|
 ${targets.map(([label, value, limit, op]) => `| ${label} | ${value} | ${verdict(value, limit, op)} |`).join('\n')}
 | Added latency at ${LATENCY_RATE.toLocaleString('en')} req/s (gateway-full − direct): p50 ≤ 1 ms, p99 ≤ 3 ms | p50 ${addedP50.toFixed(2)} ms, p99 ${addedP99.toFixed(2)} ms (direct ${latencyOf('direct', 'p50')} / ${latencyOf('direct', 'p99')} ms, gateway-full ${latencyOf('gateway-full', 'p50')} / ${latencyOf('gateway-full', 'p99')} ms) | ${Number.isNaN(addedP50) ? '' : (addedP50 <= 1 && addedP99 <= 3 ? 'met' : '**not met**')} |
+| Latency control: what a bare reply-from hop adds (reply-from − direct), same rounds | ${latencyRow('reply-from', 'direct')} (reply-from ${latencyOf('reply-from', 'p50')} / ${latencyOf('reply-from', 'p99')} ms) |  |
+| Latency the gateway's policy adds over that hop (gateway-full − reply-from), same rounds | ${latencyRow('gateway-full', 'reply-from')} |  |
 | Gateway peak RSS under load ≤ 150 MiB, Node's default heap sizing | ${Number.isFinite(peakRss) ? `${peakRss.toFixed(0)} MiB` : 'n/a'} | ${Number.isFinite(peakRss) ? (peakRss <= 150 ? 'met' : '**not met**') : ''} |
 | Gateway peak RSS under load ≤ 150 MiB, heap flags of deployment.md (\`${CAPPED_HEAP_FLAGS.join(' ')}\`, gateway-full-capped) | ${Number.isFinite(cappedRss) ? `${cappedRss.toFixed(0)} MiB; CPU/req ÷ reply-from ${ratio('gateway-full-capped', 'reply-from', 'cpuUsPerRequest')}` : 'n/a'} | ${Number.isFinite(cappedRss) ? (cappedRss <= 150 ? 'met' : '**not met**') : ''} |
 | Zero non-2xx and zero socket errors | ${failures} | ${failures === 0 ? 'met' : '**not met**'} |
