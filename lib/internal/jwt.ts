@@ -30,6 +30,11 @@ export class TokenRejectedError extends Error {
 }
 
 const CONSUMER_CACHE_TTL_MS = 60_000
+// Verified tokens are found by their last characters (part of the signature), and compared in
+// full: a Map keyed by the whole token hashed all of it on every request (a new string each time),
+// ~1 µs for a ~700-character RS256 token. Only verified tokens are ever stored, so a token crafted
+// to share a cached token's tail finds an entry whose token differs, and is verified as a miss.
+const CACHE_KEY_CHARS = 32
 const CONSUMER_ID = /^[\x21-\x7e](?:[\x20-\x7e]{0,254}[\x21-\x7e])?$/
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/
 
@@ -52,7 +57,14 @@ export function scopesOf (claims: Record<string, unknown>, claim: string | undef
   return list.filter((scope): scope is string => typeof scope === 'string' && SCOPE_TOKEN.test(scope))
 }
 
-export function createTokenVerifier (options: ResolvedJwtOptions, log: FastifyBaseLogger): (token: string) => Consumer | Promise<Consumer> {
+export interface TokenVerification {
+  /** Verifies a token (from the cache when it was verified before); throws or rejects with TokenRejectedError or KeysUnavailableError. */
+  verify: (token: string) => Consumer | Promise<Consumer>
+  /** The consumer of a token verified before and not yet expired, without any other check. */
+  cached: (token: string) => Consumer | undefined
+}
+
+export function createTokenVerifier (options: ResolvedJwtOptions, log: FastifyBaseLogger): TokenVerification {
   // fast-jwt checks allowedIss/allowedAud only when the claim is present: a configured check makes
   // the claim required, or a token without `aud` would pass an audience check.
   const required = (...claims: Array<string | false>): string[] => ['exp', ...claims.filter((claim): claim is string => claim !== false)]
@@ -87,12 +99,17 @@ export function createTokenVerifier (options: ResolvedJwtOptions, log: FastifyBa
     refetchIntervalMs: options.jwks.refetchIntervalMs,
     log
   })]))
-  const cache = new BoundedCache<string, Consumer>(options.cacheSize)
+  const cache = new BoundedCache<string, { token: string, consumer: Consumer }>(options.cacheSize)
+
+  function cached (token: string): Consumer | undefined {
+    const entry = cache.get(token.slice(-CACHE_KEY_CHARS))
+    return entry !== undefined && entry.token === token ? entry.consumer : undefined
+  }
 
   function toConsumer (token: string, claims: Record<string, unknown>): Consumer {
     if (typeof claims.sub !== 'string' || !CONSUMER_ID.test(claims.sub)) throw new TokenRejectedError('sub missing or not a printable string')
     const consumer: Consumer = Object.freeze({ id: claims.sub, kind: 'jwt', scopes: Object.freeze(scopesOf(claims, options.scopeClaim)), claims: Object.freeze(claims) })
-    cache.set(token, consumer, Math.min((claims.exp as number) * 1000, Date.now() + CONSUMER_CACHE_TTL_MS))
+    cache.set(token.slice(-CACHE_KEY_CHARS), { token, consumer }, Math.min((claims.exp as number) * 1000, Date.now() + CONSUMER_CACHE_TTL_MS))
     return consumer
   }
 
@@ -106,9 +123,9 @@ export function createTokenVerifier (options: ResolvedJwtOptions, log: FastifyBa
     return toConsumer(token, claims)
   }
 
-  return function verifyToken (token: string): Consumer | Promise<Consumer> {
-    const cached = cache.get(token)
-    if (cached !== undefined) return cached
+  function verify (token: string): Consumer | Promise<Consumer> {
+    const known = cached(token)
+    if (known !== undefined) return known
     // Refuse oversized tokens before decoding anything.
     if (token.length > options.maxTokenBytes) throw new TokenRejectedError('token over the size cap')
     const parts = token.split('.')
@@ -127,6 +144,8 @@ export function createTokenVerifier (options: ResolvedJwtOptions, log: FastifyBa
     if (secretVerifier === undefined) throw new TokenRejectedError('issuer not configured')
     return verifyWith(secretVerifier, token)
   }
+
+  return { verify, cached }
 }
 
 export { KeysUnavailableError }

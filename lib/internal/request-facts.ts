@@ -6,6 +6,7 @@
  * same shape; a WeakMap entry per request cost more (a hash, an ephemeron for the GC).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { GatewayRoutePolicy } from '../types.js'
 
 /** Bounded reasons for a refused credential (the `reason` label of `gateway_auth_failures_total`). */
 export type AuthFailureReason = 'missing' | 'invalid_token' | 'expired' | 'invalid_key' | 'insufficient_scope' | 'unavailable'
@@ -17,7 +18,12 @@ export type AuthFailureReason = 'missing' | 'invalid_token' | 'expired' | 'inval
  */
 export type UpstreamFailureKind = 'timeout' | 'connect' | 'broken' | 'circuit_open' | 'busy'
 
+/** A route's `config` as Fastify keeps it: the route's own, plus its `url` and `method` (none on a 404). */
+export type RouteConfig = Record<PropertyKey, unknown> & { url?: string, method?: string | string[], gateway?: GatewayRoutePolicy }
+
 export interface RequestFacts {
+  /** The route's config, read once (see {@link routeConfigOf}). */
+  routeConfig?: RouteConfig
   authFailure?: AuthFailureReason
   /** Name of the limit that refused the request (the consumer's, a service's, `route`). */
   rateLimited?: string
@@ -49,6 +55,16 @@ export function factsOf (request: AnyRequest): RequestFacts {
 /** The facts of `request`, or undefined when no plugin recorded any. */
 export function recordedFacts (request: AnyRequest): RequestFacts | undefined {
   return (request as WithFacts)[kFacts] ?? undefined
+}
+
+/**
+ * The config of the request's route. Read through `request.routeOptions` once per request: that
+ * getter builds a new twelve-field object, with a constraint-strategy lookup, on every access, and
+ * auth, rate limits and metrics all need the config.
+ */
+export function routeConfigOf (request: AnyRequest): RouteConfig {
+  const facts = factsOf(request)
+  return (facts.routeConfig ??= request.routeOptions.config as RouteConfig)
 }
 
 /** Records the upstream call's start; {@link endUpstreamCall} records its end. */

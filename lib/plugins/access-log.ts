@@ -11,8 +11,7 @@ import fp from 'fastify-plugin'
 import { InvalidOptionError } from '../errors.js'
 import { optionalObject, rejectUnknownKeys, stringList } from '../internal/options.js'
 import { createRequestSerializer, CREDENTIAL_QUERY_PARAMETERS } from '../internal/redaction.js'
-import { recordedFacts } from '../internal/request-facts.js'
-import type { GatewayRoutePolicy } from '../types.js'
+import { recordedFacts, routeConfigOf } from '../internal/request-facts.js'
 
 /**
  * Options of the {@link accessLog} plugin.
@@ -64,8 +63,7 @@ const accessLogPlugin: FastifyPluginAsync<AccessLogOptions> = async function acc
       return
     }
     const facts = recordedFacts(request)
-    // One read: routeOptions builds a new object on every access. The config carries the route's url.
-    const config = request.routeOptions.config as { url?: string, gateway?: GatewayRoutePolicy }
+    const config = routeConfigOf(request)
     request.log[level]({
       method: request.method,
       route: config.url ?? 'unmatched',

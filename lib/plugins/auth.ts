@@ -12,7 +12,7 @@ import { createApiKeyVerifier, KeyLookupUnavailableError } from '../internal/api
 import { assertRoutePolicyShape, identityHeaderNames, resolveAuthOptions, type PublicRoutePattern, type ResolvedAuthOptions } from '../internal/auth-options.js'
 import { removeRequestHeaders, separatorSpellings } from '../internal/headers.js'
 import { createTokenVerifier, KeysUnavailableError, TokenRejectedError } from '../internal/jwt.js'
-import { declareRequestFacts, factsOf, type AuthFailureReason } from '../internal/request-facts.js'
+import { declareRequestFacts, factsOf, type AuthFailureReason, routeConfigOf } from '../internal/request-facts.js'
 import type { AuthOptions, Consumer, GatewayRoutePolicy } from '../types.js'
 
 /** What a route requires, per method. `invalid`: a route registered before the gateway with a bad `config.gateway` (fails closed). */
@@ -103,7 +103,7 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
   })
 
   function policyOf (request: FastifyRequest): AuthPolicy | undefined {
-    const config = request.routeOptions.config as Record<PropertyKey, unknown> & { url?: string, method?: string | string[], gateway?: GatewayRoutePolicy }
+    const config = routeConfigOf(request)
     if (config.url === undefined) return undefined // 404: unknown paths stay 404
     let policies = config[kAuthPolicies] as RoutePolicies | undefined
     if (policies === undefined) {
@@ -193,7 +193,10 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     }
 
     const authorization = headers.authorization
-    const bearer = typeof authorization === 'string' ? BEARER.exec(authorization)?.[1] : undefined
+    // A token verified before, in the usual spelling `Bearer <token>`, is found without the syntax
+    // check (it passed it when it was verified): that scan of an RS256 token cost ~0.9 µs.
+    const known = typeof authorization === 'string' && authorization.startsWith('Bearer ') ? verifyToken?.cached(authorization.slice(7)) : undefined
+    const bearer = known === undefined && typeof authorization === 'string' ? BEARER.exec(authorization)?.[1] : undefined
     let key = apiKeyHeader === undefined ? undefined : headers[apiKeyHeader]
     // The configured query parameter is always taken out of the URL, used or not.
     const queryKey = apiKeyQuery === undefined ? undefined : takeQueryParameter(request, apiKeyQuery)
@@ -202,10 +205,12 @@ const authPlugin: FastifyPluginAsync<AuthOptions> = async function auth (fastify
     // not, and every API-key spelling: the client's credential, which the upstream never sees.
     removeRequestHeaders(request.raw, removedHeaders)
 
-    if (bearer !== undefined && verifyToken !== undefined) {
+    if (known !== undefined) {
+      admit(request, reply, policy, known, done)
+    } else if (bearer !== undefined && verifyToken !== undefined) {
       let result
       try {
-        result = verifyToken(bearer)
+        result = verifyToken.verify(bearer)
       } catch (error) {
         refuse(request, reply, tokenFailure(error), error instanceof TokenRejectedError ? error.reason : 'invalid', challenges.invalid)
         return

@@ -15,7 +15,7 @@ import { InvalidOptionError, sendProblem } from '../errors.js'
 import { isAllowed, listenForScrapes, resolveExposure } from '../internal/metrics-exposure.js'
 import { optionalObject, rejectUnknownKeys } from '../internal/options.js'
 import { LocalCounter, LocalHistogram } from '../internal/local-series.js'
-import { recordedFacts } from '../internal/request-facts.js'
+import { recordedFacts, routeConfigOf } from '../internal/request-facts.js'
 import type { GatewayRoutePolicy } from '../types.js'
 
 /**
@@ -192,8 +192,7 @@ const metricsPlugin: FastifyPluginAsync<MetricsOptions> = async function metrics
   const upstreamTimers = new Map<string, Map<string, { observe: (seconds: number) => void }>>()
 
   fastify.addHook('onResponse', function countResponse (request: FastifyRequest, reply: FastifyReply, done) {
-    // One read: routeOptions builds a new object on every access. The config carries the route's url.
-    const config = request.routeOptions.config as { url?: string, gateway?: GatewayRoutePolicy }
+    const config = routeConfigOf(request)
     let routeSeries = perRoute.get(config)
     if (routeSeries === undefined) {
       routeSeries = { route: config.url ?? 'unmatched', service: config.gateway?.service ?? '', byMethod: new Map() }

@@ -14,7 +14,7 @@ import { InvalidOptionError, sendProblem } from '../errors.js'
 import { MemoryCounters, RedisCounters } from '../internal/rate-limit-counters.js'
 import { createPolicyItems, identityOf, LimitEvaluationError, withinStoreTimeout } from '../internal/rate-limit-engine.js'
 import { resolveLimit, resolveRateLimitOptions, type ResolvedLimit } from '../internal/rate-limit-options.js'
-import { declareRequestFacts, factsOf } from '../internal/request-facts.js'
+import { declareRequestFacts, factsOf, routeConfigOf } from '../internal/request-facts.js'
 import { addReadinessCheck } from '../internal/readiness.js'
 import type { Consumer, GatewayRoutePolicy, RateLimitOptions } from '../types.js'
 
@@ -140,7 +140,7 @@ const rateLimitPlugin: FastifyPluginAsync<RateLimitOptions> = async function rat
   })
 
   function limitsOf (request: FastifyRequest): RouteLimits {
-    const config = request.routeOptions.config as Record<PropertyKey, unknown> & { url?: string, method?: string | string[], gateway?: GatewayRoutePolicy }
+    const config = routeConfigOf(request)
     if (config.url === undefined) return NO_LIMITS
     const limits = config[kLimits] as RouteLimits | undefined
     if (limits !== undefined) return limits

@@ -88,6 +88,23 @@ t.test('the valid tokens pass (control)', async (t) => {
   t.equal((await app.inject({ url: '/api/x', headers: { authorization: `Bearer ${withJku}` } })).statusCode, 200, 'jku/x5u are ignored, not followed')
 })
 
+// Verified tokens are cached, found by their last characters and compared in full: a token that
+// ends like a cached one (here: the same signature on an edited payload) must still be verified.
+t.test('a token sharing a cached token\'s signature is verified, not served from the cache', async (t) => {
+  const call = (authorization: string) => app.inject({ url: '/api/x', headers: { authorization } })
+  t.equal((await call(`Bearer ${valid}`)).statusCode, 200, 'the valid token, verified before: from the cache')
+  for (const spelling of [`bearer ${valid}`, `Bearer   ${valid}`, `BEARER ${valid}`]) t.equal((await call(spelling)).statusCode, 200, `the same token spelt ${JSON.stringify(spelling.slice(0, 9))}`)
+  const before = upstream.requests.length
+  const edited = `${validHeader}.${b64({ ...claims, sub: 'admin' })}.${validSignature}`
+  t.equal(edited.slice(-32), valid.slice(-32), 'same cache key as the cached token')
+  const response = await call(`Bearer ${edited}`)
+  t.equal(response.statusCode, 401)
+  t.equal(response.json().code, 'GATEWAY_ERR_UNAUTHENTICATED')
+  t.equal(upstream.requests.length, before, 'the upstream was not hit')
+  t.equal((await call(`Bearer ${valid}`)).statusCode, 200, 'the cached token still passes')
+  t.equal((await call(`Bearer ${valid} `)).statusCode, 401, 'a trailing space is not the cached token (nor a token at all)')
+})
+
 for (const [label, token] of cases) {
   t.test(`refused: ${label}`, async (t) => {
     const before = upstream.requests.length
