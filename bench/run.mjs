@@ -39,7 +39,8 @@ const CLK_TCK = 100 // Linux USER_HZ
 const ALL_CANDIDATES = ['direct', 'reply-from', 'reply-from-2', 'http-proxy', 'gateway-proxy', 'gateway-auth', 'gateway-full', 'gateway-full-redis', 'gateway-full-capped']
 // gateway-full-capped: gateway-full with the heap flags docs/deployment.md recommends (V8 otherwise
 // sizes its heap from the machine's memory, 24 GiB here).
-const CAPPED_HEAP_FLAGS = ['--max-semi-space-size=4', '--max-old-space-size=96']
+// CAPPED_FLAGS="--max-semi-space-size=8" replaces them (to try other settings).
+const CAPPED_HEAP_FLAGS = process.env.CAPPED_FLAGS ? process.env.CAPPED_FLAGS.split(' ').filter(Boolean) : ['--max-semi-space-size=4', '--max-old-space-size=96']
 const ALL_SCENARIOS = {
   'get-small': { method: 'GET', path: '/api/small' },
   'get-64k': { method: 'GET', path: '/api/large' },
