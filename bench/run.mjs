@@ -4,7 +4,7 @@
 // side by side, and CPU µs per request (user + sys of the candidate process from /proc, divided by
 // requests). Then the added latency at a fixed rate (bench/fixed-rate.mjs), gateway-full and bare
 // reply-from vs direct.
-//   ROUNDS (16), DURATION seconds (1), WARMUP seconds (3), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
+//   ROUNDS (16), DURATION seconds (1), WARMUP seconds (5), CONNECTIONS (50), ONLY=cand1,cand2, SCENARIOS=get-small,…, TOKEN=rs256|hs256
 //   PROFILE=gateway-full: that candidate runs under --cpu-prof (profiles in bench/profiles/), and its
 //   most expensive frames are printed (bench/profile.mjs); CPU figures of a profiled run are inflated.
 //   NODE_FLAGS="--max-semi-space-size=8": extra Node flags for every candidate (e.g. for the RSS study).
@@ -23,7 +23,9 @@ import { createSigner } from 'fast-jwt'
 // two measurements of a pair are closer in time, and the median is taken over more pairs.
 const ROUNDS = Number(process.env.ROUNDS ?? 16)
 const DURATION = Number(process.env.DURATION ?? 1)
-const WARMUP = Number(process.env.WARMUP ?? 3)
+// Five seconds: after three, a candidate's CPU per request still fell for three more rounds (V8's
+// optimising compiler at work).
+const WARMUP = Number(process.env.WARMUP ?? 5)
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 50)
 const LATENCY_RATE = Number(process.env.LATENCY_RATE ?? 1000)
 const LATENCY_SECONDS = Number(process.env.LATENCY_SECONDS ?? 5)
@@ -247,9 +249,19 @@ async function main () {
 function report (results, latency, elapsedMs) {
   // Ratios are the median of the ratios measured in the same round: the machine drifts by ±25 %
   // between rounds, far less between two candidates of one round.
+  // The baseline, bare reply-from, is measured by two processes of the same code (the A/A pair),
+  // and ratios "÷ reply-from" are taken against their mean in each round: on this machine one of
+  // two identical processes sat 10–20 % off the other for a whole run (the A/A row), and every
+  // ratio against that one process carried it.
+  const baselineRuns = (name) => {
+    const one = results[`${name} reply-from`]
+    const two = results[`${name} reply-from-2`]
+    if (one === undefined || two === undefined) return one
+    return one.map((run, i) => ({ cpuUsPerRequest: (run.cpuUsPerRequest + two[i].cpuUsPerRequest) / 2, rps: (run.rps + two[i].rps) / 2 }))
+  }
   const roundRatio = (name, a, b, field) => {
     const x = results[`${name} ${a}`]
-    const y = results[`${name} ${b}`]
+    const y = b === 'reply-from' && a !== 'reply-from-2' ? baselineRuns(name) : results[`${name} ${b}`]
     if (x === undefined || y === undefined) return undefined
     return median(x.map((run, i) => run[field] / y[i][field]))
   }
@@ -309,8 +321,9 @@ Load: ${hasWrk ? 'wrk' : 'autocannon'}, ${CONNECTIONS} connections, ${ROUNDS} in
 
 ${PIN ? 'The candidate runs pinned to a core of its own; wrk, the upstream, Redis and the runner share the other.' : 'Load generator, candidate and upstream share the cores (PIN=0).'}
 Absolute req/s swing run to run: compare the ratios, and CPU µs per request of the candidate
-process (user + sys from /proc ÷ requests). The A/A control row shows how far a ratio of this run
-is off for identical code. Instructions per request, which do not move with the machine:
+process (user + sys from /proc ÷ requests). "÷ reply-from" is against the mean of the two bare
+reply-from processes in the same round; the A/A control row (one of them ÷ the other) shows how
+far a ratio of this run is off for identical code. Instructions per request, which do not move with the machine:
 \`npm run bench:instructions\` (notes below).
 
 Candidates: \`direct\` (no proxy), bare \`reply-from\` (and \`reply-from-2\`, a second process of it: the A/A control), bare \`http-proxy\`, \`gateway-proxy\` (correlation id, request
