@@ -71,10 +71,12 @@ function loadOnce (pool, path, { rate, seconds, headers = {} }) {
   })
 }
 
-/** Warm up once per target, then rounds in alternating order (A B, B A, …). */
-// The connections of a target stay open from its warm-up to the last round, as a client's
-// keep-alive connections do: opening 20 connections at the start of each round made its first
-// requests wait 5–10 ms, which alone were a fifth of the requests above p99.
+/**
+ * Warms up once per target, then measures rounds in alternating order (A B C, C B A, …). The
+ * connections of a target stay open from its warm-up to the last round, as a client's keep-alive
+ * connections do: opening 20 connections at the start of each round made its first requests wait
+ * 5–10 ms, which alone were a fifth of the requests above p99.
+ */
 async function rounds ({ targets, rate, seconds, warmup, rounds: count }) {
   const names = Object.keys(targets)
   const pools = Object.fromEntries(names.map((name) => {

@@ -213,7 +213,8 @@ async function main () {
       }
     }
     // Added latency at a fixed, moderate rate: an open-loop load (bench/fixed-rate.mjs, µs
-    // resolution, no coordinated omission), direct and gateway-full in alternating rounds.
+    // resolution, no coordinated omission), direct, bare reply-from and gateway-full in alternating
+    // rounds, from a process of its own on the other core.
     let latency = {}
     if (!process.env.SKIP_LATENCY) {
       const procs = {}
