@@ -240,6 +240,13 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     retryDelay: neverRetry
   }
 
+  /** reply-from's options for this request: a body read whole (body-limit.ts) is sent as it is. */
+  function fromOptionsFor (request: FastifyRequest): FastifyReplyFromHooks {
+    const body = request.body
+    // With a `contentType`, reply-from sends the buffer unchanged, under the client's own header.
+    return Buffer.isBuffer(body) ? { ...fromOptions, body, contentType: request.headers['content-type'] } : fromOptions
+  }
+
   function proxyToUpstream (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     const url = request.raw.url as string
     const queryStart = url.indexOf('?')
@@ -267,7 +274,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
     }
     if (circuit === undefined) {
       startUpstreamCall(request)
-      return reply.from(target, fromOptions)
+      return reply.from(target, fromOptionsFor(request))
     }
     const ticket = circuit.tryCall()
     if (ticket === REFUSED) {
@@ -284,7 +291,7 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
   function forward (request: FastifyRequest, reply: FastifyReply, target: string, circuit: Circuit, ticket: CallTicket): void {
     awaitOutcome(reply.raw, circuit, ticket)
     try {
-      reply.from(target, fromOptions)
+      reply.from(target, fromOptionsFor(request))
     } catch (error) {
       settle(reply.raw, new NotCountedError('GATEWAY_REQUEST_REFUSED'))
       reply.send(error) // through the error handlers, as without a breaker
