@@ -2,7 +2,8 @@
  * "Not hit", proved with a canary rather than a sleep (SECURITY.md): after a case, a canary request
  * is sent, and since `since` — the upstream's request count taken before the case — the only request
  * the upstream received whole is the canary. `streamed`: the case's head was valid and its body broke
- * later; the proxy streams bodies, so the upstream may have seen the start, but only as aborted.
+ * later; the proxy streams large and chunked bodies, so the upstream may have seen the start, but
+ * only as aborted (a small body is read whole first: the upstream sees nothing).
  */
 import type { Test } from 'tap'
 import type { RecordedRequest, TestUpstream } from '../../lib/testing/index.js'

@@ -3,6 +3,9 @@
 // streamed. A client that stops halfway through a small body never reaches the upstream.
 import t, { type Test } from 'tap'
 import { connect } from 'node:net'
+import { connect as connectH2, constants as h2 } from 'node:http2'
+import Fastify from 'fastify'
+import { gateway } from '../../lib/index.js'
 import { createTestUpstream } from '../../lib/testing/index.js'
 import { WHOLE_BODY_MAX_BYTES } from '../../lib/internal/body-limit.js'
 import { buildTestGateway, listen } from '../helpers/gateway.js'
@@ -88,4 +91,40 @@ t.test('a client that stops halfway through a small body: nothing reaches the up
   t.ok(refused(), 'the incomplete body was refused as the client\'s error')
   t.notOk(logs.slice(logsBefore).some((line) => line.includes('"level":50')), 'no error was logged for a client that left')
   await assertOnlyCanary(t, { port, label: 'half a body', since })
+})
+
+t.test('over HTTP/2: a small body arrives whole; a stream reset halfway through one reaches nothing', async (t) => {
+  const h2App = Fastify({ http2: true })
+  await h2App.register(gateway, { auth: false, services: { files: { upstream: upstream.url, prefix: '/files', rewritePrefix: '/files' } } })
+  await h2App.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => h2App.close())
+  const session = connectH2(`http://127.0.0.1:${(h2App.server.address() as { port: number }).port}`)
+  t.teardown(() => { session.close() })
+  /** One h2 request; `cut` resets the stream after the first bytes instead of ending it. Bounded by 5 s. */
+  const send = async (path: string, body: Buffer, headers: Record<string, string>, cut = false): Promise<number> => await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`${path}: no answer within 5 s`)) }, 5_000)
+    const stream = session.request({ ':method': 'POST', ':path': path, ...headers })
+    stream.on('response', (head) => { clearTimeout(timer); resolve(Number(head[':status'])); stream.resume() })
+    stream.on('error', () => {})
+    stream.on('close', () => { clearTimeout(timer); resolve(0) })
+    if (cut) {
+      stream.write(body.subarray(0, 10))
+      setTimeout(() => { stream.close(h2.NGHTTP2_CANCEL) }, 100)
+    } else {
+      stream.end(body)
+    }
+  })
+
+  const json = Buffer.from(JSON.stringify({ over: 'h2', pad: 'x'.repeat(500) }))
+  const before = upstream.requests.length
+  t.equal(await send('/files/h2', json, { 'content-type': 'application/json', 'content-length': String(json.length) }), 200)
+  t.equal(upstream.requests.length, before + 1)
+  t.ok(upstream.requests[before].body.equals(json), 'the upstream got the same bytes')
+  t.equal(upstream.requests[before].headers['content-type'], 'application/json')
+
+  const since = upstream.requests.length
+  await send('/files/h2-cut', json, { 'content-type': 'application/json', 'content-length': String(json.length) }, true)
+  t.equal(await send('/files/h2-canary', Buffer.from('{}'), { 'content-type': 'application/json', 'content-length': '2' }), 200, 'the gateway still answers')
+  await upstream.waitForRequests(since + 1)
+  t.same(upstream.requests.slice(since).map((request) => request.url), ['/files/h2-canary'], 'only the canary reached the upstream, not even an aborted request')
 })
