@@ -7,14 +7,15 @@ import { BodyTooLargeError } from '../errors.js'
 
 /**
  * A body declared at most this long (and typed) is read whole before the upstream call, and sent as
- * one buffer. 16 KiB is a request stream's own high-water mark: streaming buffers as much anyway.
+ * one buffer. A request stream may buffer four times as much (its high-water mark is 64 KiB), so
+ * this holds no more per request than streaming can; larger bodies were not measured.
  *
- * Why not stream it: with a streamed request body, Fastify's stream reply (two end-of-stream
- * listeners, one on the upstream body, one on the response) leaves every request's objects
- * reachable from old-generation garbage, and V8's scavenges promote them all. A 1 KiB POST through
- * bare @fastify/reply-from then spends ~17 µs of ~90 µs CPU in scavenges (40–46 % of the young
- * generation surviving each one), and the old generation swells to ~100 MiB between full
- * collections; read whole, the scavenges cost ~1 µs (docs/design.md (v)). It also means a client
+ * Why not stream it: with a streamed request body answered through Fastify's stream reply (which
+ * watches both the upstream body and the response with `stream.finished`), V8's scavenges promote
+ * nearly every request's objects (40–46 % of the young generation survives each one; what keeps
+ * them alive we did not pin down). A 1 KiB POST through bare @fastify/reply-from then spends
+ * ~16 µs of ~80 µs CPU in scavenges and its old generation swells to 70–90 MiB between full
+ * collections; read whole, the scavenges cost ~1 µs (docs/design.md (ab)). It also means a client
  * that stops halfway through a small body never reaches the upstream at all.
  */
 export const WHOLE_BODY_MAX_BYTES = 16 * 1024
