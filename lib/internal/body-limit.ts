@@ -8,7 +8,8 @@ import { BodyTooLargeError } from '../errors.js'
 /**
  * A body declared at most this long (and typed) is read whole before the upstream call, and sent as
  * one buffer. A request stream may buffer four times as much (its high-water mark is 64 KiB), so
- * this holds no more per request than streaming can; larger bodies were not measured.
+ * this holds no more per request than streaming can. A streamed 32 KiB POST does not show the
+ * scavenges below, and reading it whole gained nothing.
  *
  * Why not stream it: with a streamed request body answered through Fastify's stream reply (which
  * watches both the upstream body and the response with `stream.finished`), V8's scavenges promote
