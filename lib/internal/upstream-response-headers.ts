@@ -24,15 +24,31 @@ function clientLocation (location: string, prefix: string, bases: ReadonlyArray<
   return location
 }
 
-export function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: FastifyReply<any, any, any, any, any, any, any, any>, prefix: string, bases: ReadonlyArray<{ origin: string, path: string }>, owned: ReadonlySet<string>, corsOwned: boolean): void {
+/** Header names listed in the response's `Connection`, when it lists any. */
+function nominatedBy (headers: IncomingHttpHeaders): string[] | undefined {
   const connection = headers.connection
   // `keep-alive` / `close` (nearly every response) name no other header: no list to build.
-  const nominated = connection === undefined || connection === 'keep-alive' || connection === 'close' ? undefined : connectionTokens(connection)
+  return connection === undefined || connection === 'keep-alive' || connection === 'close' ? undefined : connectionTokens(connection)
+}
+
+/** True for the upstream's headers the client gets. */
+function isPassed (name: string, nominated: string[] | undefined, owned: ReadonlySet<string>, corsOwned: boolean): boolean {
+  if (HOP_BY_HOP.has(name) || owned.has(name) || nominated?.includes(name) === true) return false
+  // With the cors plugin, the gateway alone decides CORS: an upstream's allow headers would override it.
+  return !(corsOwned && name.startsWith('access-control-'))
+}
+
+export function copyUpstreamHeaders (headers: IncomingHttpHeaders, reply: FastifyReply<any, any, any, any, any, any, any, any>, prefix: string, bases: ReadonlyArray<{ origin: string, path: string }>, owned: ReadonlySet<string>, corsOwned: boolean): void {
+  const nominated = nominatedBy(headers)
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || owned.has(name) || nominated?.includes(name) === true) continue
-    // With the cors plugin, the gateway alone decides CORS: an upstream's allow headers would override it.
-    if (corsOwned && name.startsWith('access-control-')) continue
+    if (!isPassed(name, nominated, owned, corsOwned)) continue
     const value = headers[name]
     reply.header(name, name === 'location' && typeof value === 'string' ? clientLocation(value, prefix, bases) : value)
   }
+}
+
+/** Takes back what {@link copyUpstreamHeaders} copied, when the gateway answers with a problem instead. */
+export function removeUpstreamHeaders (headers: IncomingHttpHeaders, reply: FastifyReply<any, any, any, any, any, any, any, any>, owned: ReadonlySet<string>, corsOwned: boolean): void {
+  const nominated = nominatedBy(headers)
+  for (const name in headers) if (isPassed(name, nominated, owned, corsOwned)) reply.removeHeader(name)
 }

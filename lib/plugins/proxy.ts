@@ -19,7 +19,8 @@ import { createBalancer, type BalancedTarget } from '../internal/balancer.js'
 import { createRetryPolicy } from '../internal/retry-policy.js'
 import { awaitOutcome, pendingOutcome, settle, UpstreamStatusError } from '../internal/breaker-outcomes.js'
 import { startHealthChecks } from '../internal/health-checks.js'
-import { copyUpstreamHeaders } from '../internal/upstream-response-headers.js'
+import { copyUpstreamHeaders, removeUpstreamHeaders } from '../internal/upstream-response-headers.js'
+import { isReadWhole, readUpstreamBody } from '../internal/upstream-body.js'
 import { declareRequestFacts, endUpstreamCall, startUpstreamCall } from '../internal/request-facts.js'
 import { traceContextInjectedUpstream } from '../internal/trace-context.js'
 import { classifyUpstreamError, rootErrorCode, serializeUpstreamError, upstreamFailureKind } from '../internal/upstream-errors.js'
@@ -106,12 +107,16 @@ function neverRetry (): null {
   return null
 }
 
+/** The upstream's headers were fine, its body failed before the first byte reached the client. */
+function answerBrokenBody (request: AnyReply['request'], reply: AnyReply, error: Error): void {
+  request.log.debug({ code: rootErrorCode(error) }, 'upstream response failed')
+  endUpstreamCall(request, { failure: upstreamFailureKind(error) })
+  sendProblem(reply, classifyUpstreamError(error))
+}
+
 function answerRouteError (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void {
   if (isUpstreamResponseError(error)) {
-    // The upstream's headers were fine, its body failed before the first byte reached the client.
-    request.log.debug({ code: rootErrorCode(error) }, 'upstream response failed')
-    endUpstreamCall(request, { failure: upstreamFailureKind(error) })
-    sendProblem(reply, classifyUpstreamError(error))
+    answerBrokenBody(request, reply, error)
     return
   }
   // Errors of the host's own hooks (a preHandler answering 403 or 429) go to the host's handler.
@@ -215,11 +220,28 @@ function registerService (fastify: FastifyInstance, service: ResolvedService, re
       if (pending !== undefined) {
         // The outcome is known once the body is through (when the response closes): a reset or stall mid-body is a failure too.
         const status = reply.statusCode
-        const response = reply.raw
-        res.stream.once('error', (error: Error) => { settle(response, error) })
         pending.verdict = (serviceCircuit?.countsAsFailure(status) ?? status >= 500) ? new UpstreamStatusError(`upstream answered ${status}`) : null
       }
-      reply.send(res.stream)
+      if (!isReadWhole(request.raw.method, reply.statusCode, res.headers)) {
+        if (pending !== undefined) {
+          const response = reply.raw
+          res.stream.once('error', (error: Error) => { settle(response, error) })
+        }
+        reply.send(res.stream)
+        return
+      }
+      readUpstreamBody(res.stream, (error, body) => {
+        // A client that left is not answered, and the breaker did not count its call (breaker-outcomes.ts).
+        if (reply.raw.destroyed) return
+        if (error === null) {
+          reply.send(body)
+          return
+        }
+        settle(reply.raw, error)
+        // Nothing was sent yet: a problem replaces the upstream's answer, its headers included.
+        removeUpstreamHeaders(res.headers, reply, ownedResponseHeaders, corsOwned)
+        answerBrokenBody(request, reply, error)
+      })
     },
     onError (reply, failure) {
       // The configured fallback replaces a transport failure's problem (never the 413 of a too-large body).

@@ -84,23 +84,45 @@ t.test('connection reset before the response → 502', async (t) => {
   await assertStillUp(t)
 })
 
-t.test('reset in the middle of the body → the client sees an aborted response, never a complete one', async (t) => {
+// A typed body of a declared ≤ 16 KiB is read whole before anything is sent on (docs/proxy.md).
+t.test('reset in the middle of a small body → 502, and nothing of the upstream\'s answer passed on', async (t) => {
   upstream.failNext(1, 'reset-mid-body')
   const response = await rawRequest(port, rawGet('/flaky/big'), { timeoutMs: 5_000 })
-  t.equal(response.status, 200, 'headers were already sent')
-  t.equal(response.complete, false, 'the body was cut short')
-  t.equal(response.timedOut, false, 'the connection was closed, not left hanging')
+  t.equal(response.status, 502)
+  t.equal(JSON.parse(response.body).code, 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE')
+  t.equal(response.complete, true, 'a whole problem document')
   await assertStillUp(t)
 })
 
-t.test('body that stalls after the headers → aborted within the body timeout', async (t) => {
+t.test('a small body cut short → the problem carries none of the upstream\'s headers', async (t) => {
+  const head = 'HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1000\r\nX-Internal: leak\r\nSet-Cookie: session=upstream\r\nETag: "v1"\r\nCache-Control: max-age=600\r\n\r\n'
+  upstream.failNext(1, { raw: head + 'x'.repeat(100) })
+  const response = await rawRequest(port, rawGet('/flaky/cut'), { timeoutMs: 5_000 })
+  t.equal(response.status, 502)
+  t.match(response.headers['content-type'], /^application\/problem\+json/)
+  t.equal(JSON.parse(response.body).requestId, response.headers['x-request-id'], 'the gateway\'s own header stays')
+  for (const name of ['x-internal', 'set-cookie', 'etag', 'cache-control']) t.equal(response.headers[name], undefined, `no ${name}`)
+  t.equal(Number(response.headers['content-length']), Buffer.byteLength(response.body), 'the problem\'s own length')
+  await assertStillUp(t)
+})
+
+t.test('a small body that stalls after the headers → 504 within the body timeout', async (t) => {
   upstream.failNext(1, 'stall-body')
   const started = Date.now()
   const response = await rawRequest(port, rawGet('/flaky/stall'), { timeoutMs: 5_000 })
-  t.equal(response.status, 200)
-  t.equal(response.complete, false)
-  t.equal(response.timedOut, false)
+  t.equal(response.status, 504)
+  t.equal(JSON.parse(response.body).code, 'GATEWAY_ERR_UPSTREAM_TIMEOUT')
   t.ok(Date.now() - started < HEADERS_TIMEOUT_MS + 1_000, 'cut off by the body timeout')
+  await assertStillUp(t)
+})
+
+t.test('a large body broken midway → the client sees an aborted response, never a complete one', async (t) => {
+  // Too large to be read whole: streamed, so its head and first bytes were already passed on.
+  upstream.failNext(1, { raw: 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n' + 'x'.repeat(20_000) })
+  const response = await rawRequest(port, rawGet('/flaky/large'), { timeoutMs: 5_000 })
+  t.equal(response.status, 200, 'headers were already sent')
+  t.equal(response.complete, false, 'the body was cut short')
+  t.equal(response.timedOut, false, 'the connection was closed, not left hanging')
   await assertStillUp(t)
 })
 

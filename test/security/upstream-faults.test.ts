@@ -16,18 +16,27 @@ const TIMEOUT_MS = 500
 const upstream = await createTestUpstream()
 const evil = await createEvilListener()
 const downPort = await freePort()
-// Answers every request with headers announcing a body, then sends nothing more and never closes.
+// Answer every request with `head` (and what follows it), then send nothing more and never close.
 const stalled = new Set<Socket>()
-const headersOnly = createServer((socket) => {
-  stalled.add(socket)
-  socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n'))
-  socket.on('error', () => {})
-})
-headersOnly.listen(0, '127.0.0.1')
-await once(headersOnly, 'listening')
+async function stallingServer (head: string): Promise<{ url: string, close: () => void }> {
+  const server = createServer((socket) => {
+    stalled.add(socket)
+    socket.once('data', () => socket.write(head))
+    socket.on('error', () => {})
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() }
+}
+// Headers announcing a body, and not a byte of it.
+const headersOnly = await stallingServer('HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n')
+// A body too large to be read whole (docs/proxy.md): streamed, so part of it is passed on before the stall.
+const LARGE = 100_000
+const largeStall = await stallingServer(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${LARGE}\r\n\r\n${'x'.repeat(20_000)}`)
 const { app } = await buildTestGateway({
   services: {
-    headersOnly: { upstream: `http://127.0.0.1:${(headersOnly.address() as AddressInfo).port}`, prefix: '/headers-only', retries: 0, breaker: false, timeout: { connect: 1_000, headers: TIMEOUT_MS, body: TIMEOUT_MS } },
+    headersOnly: { upstream: headersOnly.url, prefix: '/headers-only', retries: 0, breaker: false, timeout: { connect: 1_000, headers: TIMEOUT_MS, body: TIMEOUT_MS } },
+    largeStall: { upstream: largeStall.url, prefix: '/large-stall', retries: 0, breaker: false, timeout: { connect: 1_000, headers: TIMEOUT_MS, body: TIMEOUT_MS } },
     down: { upstream: `http://127.0.0.1:${downPort}`, prefix: '/down', breaker: false },
     flaky: { upstream: upstream.url, prefix: '/flaky', retries: 0, breaker: false, timeout: { connect: 1_000, headers: TIMEOUT_MS, body: TIMEOUT_MS } },
     retried: { upstream: upstream.url, prefix: '/retried', retries: 2, breaker: false }
@@ -40,6 +49,7 @@ t.teardown(async () => {
   await evil.close()
   for (const socket of stalled) socket.destroy()
   headersOnly.close()
+  largeStall.close()
 })
 
 const CRLF = '\r\n'
@@ -57,17 +67,22 @@ async function assertStillUp (t: Test, label: string): Promise<void> {
   t.match(response.body, /"ok":true/)
 }
 
-// `orAborted`: the head was valid and the body broke; once part of it was sent on, an aborted
-// response is the only honest answer, before that the problem is.
+// A typed body of a declared ≤ 16 KiB is read whole before anything is sent on, so when it breaks
+// the client gets the problem; a larger, chunked or untyped one is streamed, and once part of it
+// was sent on an aborted response is the only honest answer. `orAborted`: the head was valid and
+// the body broke before its first byte, which a streamed body may or may not have sent on yet.
 type Expected = { status: number, code: string, orAborted?: true } | 'aborted'
 const faults: Array<[string, string, UpstreamBehaviour | undefined, Expected, number]> = [
   // [case, path, what the upstream does, what the client must get, within ms]
   ['upstream down (connection refused)', '/down/x', undefined, { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE' }, 1_000],
   ['upstream hangs', '/flaky/x', 'hang', { status: 504, code: 'GATEWAY_ERR_UPSTREAM_TIMEOUT' }, TIMEOUT_MS + 1_000],
-  ['headers, then a stalled body', '/flaky/x', 'stall-body', 'aborted', TIMEOUT_MS + 1_000],
+  ['headers, then a stalled small body', '/flaky/x', 'stall-body', { status: 504, code: 'GATEWAY_ERR_UPSTREAM_TIMEOUT' }, TIMEOUT_MS + 1_000],
+  ['headers, then a large body stalled midway', '/large-stall/x', undefined, 'aborted', TIMEOUT_MS + 1_000],
   ['reset before the response', '/flaky/x', 'reset', { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE' }, 1_000],
-  ['reset mid-body', '/flaky/x', 'reset-mid-body', 'aborted', 1_000],
-  ['body shorter than its Content-Length, then close', '/flaky/x', { raw: `HTTP/1.1 200 OK${CRLF}Content-Length: 100${CRLF}${CRLF}short` }, 'aborted', 1_000],
+  ['reset mid-body, small body', '/flaky/x', 'reset-mid-body', { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE' }, 1_000],
+  ['typed small body shorter than its Content-Length, then close', '/flaky/x', { raw: `HTTP/1.1 200 OK${CRLF}Content-Type: text/plain${CRLF}Content-Length: 100${CRLF}${CRLF}short` }, { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE' }, 1_000],
+  ['untyped body shorter than its Content-Length, then close', '/flaky/x', { raw: `HTTP/1.1 200 OK${CRLF}Content-Length: 100${CRLF}${CRLF}short` }, 'aborted', 1_000],
+  ['large body cut short, then close', '/flaky/x', { raw: `HTTP/1.1 200 OK${CRLF}Content-Type: text/plain${CRLF}Content-Length: ${LARGE}${CRLF}${CRLF}${'x'.repeat(20_000)}` }, 'aborted', 1_000],
   ['invalid status code 888', '/flaky/x', { raw: `HTTP/1.1 888 Weird${CRLF}Content-Length: 2${CRLF}${CRLF}ok` }, { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE' }, 1_000],
   ['two-digit status code', '/flaky/x', { raw: `HTTP/1.1 20 OK${CRLF}Content-Length: 2${CRLF}${CRLF}ok` }, { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE' }, 1_000],
   ['garbage instead of a status line', '/flaky/x', { raw: `NOT HTTP AT ALL${CRLF}${CRLF}` }, { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE' }, 1_000],
@@ -86,7 +101,7 @@ const faults: Array<[string, string, UpstreamBehaviour | undefined, Expected, nu
   ['an invalid first chunk size', '/flaky/x', { raw: `HTTP/1.1 200 OK${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}zz${CRLF}hello${CRLF}0${CRLF}${CRLF}` }, { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE', orAborted: true }, 1_000],
   ['headers, then close before any body byte', '/flaky/x', { raw: `HTTP/1.1 200 OK${CRLF}Content-Length: 100${CRLF}${CRLF}` }, { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE', orAborted: true }, 1_000],
   ['chunked headers, then close before any chunk', '/flaky/x', { raw: `HTTP/1.1 200 OK${CRLF}Transfer-Encoding: chunked${CRLF}${CRLF}` }, { status: 502, code: 'GATEWAY_ERR_UPSTREAM_UNAVAILABLE', orAborted: true }, 1_000],
-  ['headers, then a stall before any body byte', '/headers-only/x', undefined, { status: 504, code: 'GATEWAY_ERR_UPSTREAM_TIMEOUT', orAborted: true }, TIMEOUT_MS + 1_000]
+  ['headers, then a stall before any body byte', '/headers-only/x', undefined, { status: 504, code: 'GATEWAY_ERR_UPSTREAM_TIMEOUT' }, TIMEOUT_MS + 1_000]
 ]
 
 for (const [label, path, behaviour, expected, withinMs] of faults) {
@@ -174,14 +189,19 @@ t.test('breaker: after the threshold, 503 fast with Retry-After, the upstream fr
   t.equal(env.a.requests.length, frozen, 'the upstream saw none of them')
 })
 
-t.test('breaker: resets mid-stream are failures too, and crash nothing', async (t) => {
-  const env = await breakerGateway(t)
-  await openA(env, 'reset-mid-body')
-  const response = await send('/a/x', { to: env.port })
-  t.equal(response.status, 503, 'the aborted streams opened the breaker')
-  t.equal(JSON.parse(response.body).code, 'GATEWAY_ERR_CIRCUIT_OPEN')
-  t.equal((await send('/b/x', { to: env.port })).status, 200, 'the gateway still answers')
-})
+for (const [label, behaviour] of [
+  ['small bodies read whole', 'reset-mid-body'],
+  ['large bodies streamed', { raw: `HTTP/1.1 200 OK${CRLF}Content-Type: text/plain${CRLF}Content-Length: ${LARGE}${CRLF}${CRLF}${'x'.repeat(20_000)}` }]
+] as const) {
+  t.test(`breaker: bodies broken midway are failures too (${label}), and crash nothing`, async (t) => {
+    const env = await breakerGateway(t)
+    await openA(env, behaviour)
+    const response = await send('/a/x', { to: env.port })
+    t.equal(response.status, 503, 'the broken bodies opened the breaker')
+    t.equal(JSON.parse(response.body).code, 'GATEWAY_ERR_CIRCUIT_OPEN')
+    t.equal((await send('/b/x', { to: env.port })).status, 200, 'the gateway still answers')
+  })
+}
 
 t.test('breaker: 4xx answers do not count', async (t) => {
   const env = await breakerGateway(t)
