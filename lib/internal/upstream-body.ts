@@ -6,21 +6,15 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import { WHOLE_BODY_MAX_BYTES } from './body-limit.js'
 
-/** Raised when an upstream body ends without its 'end': the upstream connection went away mid-body. */
-export class UpstreamBodyClosedError extends Error {
-  readonly code = 'GATEWAY_UPSTREAM_BODY_CLOSED'
-}
-
 /**
  * True when the response's body is read whole before the client gets anything: a declared
  * `Content-Length` of 1 byte to {@link WHOLE_BODY_MAX_BYTES}, and a `Content-Type` (Fastify would
  * invent `application/octet-stream` for an untyped buffer). HEAD answers, 204 and 304 have no body.
  *
  * Why: a streamed response goes through Fastify's stream reply — a pipe, a `stream.finished` watcher
- * on either side, the head and the body written separately — which cost bare @fastify/reply-from
- * more than all of the gateway's proxy-only policy (a small GET: 114.5 µs of CPU streamed, against
- * 116.6 µs for the gateway reading it whole with its policy, in one run). A buffer is written with
- * the head in one `end()`. The body of a small response usually arrives with its head, so nothing
+ * on either side, the head and the body written separately — which costs more than all of the
+ * gateway's proxy-only policy; a buffer is written with the head in one `end()` (the figures are in
+ * docs/design.md (ac)). The body of a small response usually arrives with its head, so nothing
  * waits; and a body that breaks before its end is answered with a problem (502/504), never passed
  * on cut short.
  */
@@ -33,8 +27,11 @@ export function isReadWhole (method: string | undefined, status: number, headers
 
 /**
  * Reads an upstream body to its end: `done(null, body)`, or `done(error)` once, when it errors (a
- * reset, undici's body timeout, a length mismatch) or closes first. Bounded: undici never delivers
- * more than the declared length, and its body timeout ends a stalled body.
+ * reset, undici's body timeout, a length mismatch). Bounded: undici never delivers more than the
+ * declared length, its body timeout ends a stalled body, and it ends every body it gives with
+ * 'end' or 'error'. No 'close' listener: with one, the proxy-only gateway cost 1.19–1.25 × bare
+ * reply-from in CPU per small GET instead of 0.91–0.97 (focused runs minutes apart; cause not
+ * pinned down).
  */
 export function readUpstreamBody (stream: Readable, done: (error: Error | null, body?: Buffer) => void): void {
   const chunks: Buffer[] = []
@@ -51,5 +48,4 @@ export function readUpstreamBody (stream: Readable, done: (error: Error | null, 
   })
   stream.once('end', () => { settle(null) })
   stream.once('error', settle)
-  stream.once('close', () => { settle(new UpstreamBodyClosedError('upstream body closed before its end')) })
 }
